@@ -1,0 +1,1 @@
+//! quiver-switch (skeleton)

@@ -1,0 +1,1 @@
+//! quiver-testdriver (skeleton)

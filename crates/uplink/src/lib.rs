@@ -1,0 +1,1 @@
+//! quiver-uplink (skeleton)

@@ -1,0 +1,1 @@
+//! quiver-virtio-net (skeleton)
