@@ -1,1 +1,21 @@
-//! quiver-uplink (skeleton)
+//! quiver-uplink: the physical side of the switch.
+//!
+//! - `uplink` — the [`Uplink`] / [`UplinkQueue`] traits the daemon codes
+//!   against, [`UplinkKind`] and [`Capabilities`].
+//! - `tap` — [`Tap`]: a multi-queue TAP with virtio_net_hdr (one tun fd per
+//!   queue), opened or created by [`open_tap`], optionally in another netns.
+//! - `none` — [`NoneUplink`]: zero queues, for an isolated switch.
+//! - [`netns`] — running work inside a named network namespace on a helper
+//!   thread, and fixtures for tests ([`netns::NetnsGuard`], [`netns::exec`]).
+//! - `sys` — the FFI quarantine: `struct ifreq` and typed ioctl wrappers.
+
+mod none;
+pub mod netns;
+mod sys;
+mod tap;
+mod uplink;
+
+pub use netns::NetnsError;
+pub use none::NoneUplink;
+pub use tap::{open_tap, Tap, TapConfig, TapError, TapQueue, MAX_TAP_QUEUES};
+pub use uplink::{Capabilities, Uplink, UplinkError, UplinkKind, UplinkQueue, VNET_HDR_LEN};

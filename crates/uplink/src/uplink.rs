@@ -1,0 +1,125 @@
+//! The `Uplink` and `UplinkQueue` traits the daemon codes against, the kinds of
+//! uplink, and what each can do.
+
+use std::fmt;
+use std::io;
+use std::os::fd::RawFd;
+use std::str::FromStr;
+
+/// Length of the virtio_net_hdr that precedes every frame crossing an uplink
+/// queue: `struct virtio_net_hdr_v1` (VIRTIO 1.2 §5.1.6), little endian.
+pub const VNET_HDR_LEN: usize = 12;
+
+/// Errors of this module.
+#[derive(Debug, thiserror::Error)]
+pub enum UplinkError {
+    /// A kind name that is not one of `tap`, `none`.
+    #[error("unknown uplink kind {kind:?} (expected \"tap\" or \"none\")")]
+    UnknownKind { kind: String },
+}
+
+/// One direction-agnostic hardware-ish queue of an uplink.
+pub trait UplinkQueue: Send + Sync {
+    /// Fd that becomes readable when frames are waiting (for epoll); `None` if
+    /// this kind never receives.
+    fn rx_fd(&self) -> Option<RawFd>;
+
+    /// Non-blocking receive of one frame into `buf`: a 12-byte virtio_net_hdr
+    /// (VIRTIO 1.2 §5.1.6, little endian; all zero when the kind has no offload
+    /// info) followed by the Ethernet frame. `Ok(None)` when nothing is waiting.
+    fn recv(&self, buf: &mut [u8]) -> io::Result<Option<usize>>;
+
+    /// Transmit one frame. `iov` = 12-byte virtio_net_hdr followed by the frame
+    /// bytes, possibly split across many iovecs.
+    ///
+    /// # Safety
+    /// Every iovec must point to memory readable for `iov_len` bytes for the
+    /// duration of the call.
+    unsafe fn send(&self, iov: &[libc::iovec]) -> io::Result<usize>;
+}
+
+/// The physical side of the switch: a NIC (or TAP / veth for tests) with a
+/// number of queues.
+pub trait Uplink: Send + Sync {
+    /// Name to show in logs and the control API.
+    fn name(&self) -> &str;
+    fn kind(&self) -> UplinkKind;
+    fn num_queues(&self) -> usize;
+    /// Queue `index`, `None` when `index >= num_queues()`.
+    fn queue(&self, index: usize) -> Option<&dyn UplinkQueue>;
+    fn capabilities(&self) -> Capabilities;
+    /// The kernel interface behind the uplink, if there is one.
+    fn ifname(&self) -> Option<&str>;
+}
+
+/// What an uplink offers the switch.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Capabilities {
+    /// Receive rings (queues that deliver frames from the wire).
+    pub rx_rings: usize,
+    /// Transmit rings.
+    pub tx_rings: usize,
+    /// Frames carry a meaningful virtio_net_hdr (offload info) in both directions.
+    pub vnet_hdr: bool,
+    /// Frames can be received without a copy into a private buffer.
+    pub zero_copy: bool,
+    /// The uplink can steer frames to a ring by destination MAC in hardware.
+    pub hw_steering: bool,
+}
+
+/// Kinds of uplink. Spelled `tap` / `none` in config files and the API.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum UplinkKind {
+    /// A multi-queue TAP device (`/dev/net/tun`).
+    Tap,
+    /// No uplink: an isolated switch.
+    None,
+}
+
+impl UplinkKind {
+    /// The config-file spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UplinkKind::Tap => "tap",
+            UplinkKind::None => "none",
+        }
+    }
+}
+
+impl fmt::Display for UplinkKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for UplinkKind {
+    type Err = UplinkError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "tap" => Ok(UplinkKind::Tap),
+            "none" => Ok(UplinkKind::None),
+            _ => Err(UplinkError::UnknownKind { kind: s.to_owned() }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kind_round_trips_through_strings() {
+        for kind in [UplinkKind::Tap, UplinkKind::None] {
+            assert_eq!(kind.to_string().parse::<UplinkKind>().unwrap(), kind);
+        }
+        assert_eq!("tap".parse::<UplinkKind>().unwrap(), UplinkKind::Tap);
+    }
+
+    #[test]
+    fn unknown_kind_names_the_offending_value() {
+        let err = "af_xdp".parse::<UplinkKind>().unwrap_err();
+        assert!(matches!(&err, UplinkError::UnknownKind { kind } if kind == "af_xdp"));
+        assert!(err.to_string().contains("af_xdp"));
+    }
+}
