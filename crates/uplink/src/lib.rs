@@ -9,8 +9,8 @@
 //!   thread, and fixtures for tests ([`netns::NetnsGuard`], [`netns::exec`]).
 //! - `sys` — the FFI quarantine: `struct ifreq` and typed ioctl wrappers.
 
-mod none;
 pub mod netns;
+mod none;
 mod sys;
 mod tap;
 mod uplink;

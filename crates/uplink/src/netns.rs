@@ -63,7 +63,9 @@ fn validate_name(name: &str) -> Result<(), NetnsError> {
         || name.contains('\0')
         || name.chars().any(char::is_whitespace);
     if bad {
-        return Err(NetnsError::InvalidName { name: name.to_owned() });
+        return Err(NetnsError::InvalidName {
+            name: name.to_owned(),
+        });
     }
     Ok(())
 }
@@ -87,9 +89,14 @@ where
     validate_name(name)?;
     let ns = File::open(netns_path(name)).map_err(|source| {
         if source.kind() == io::ErrorKind::NotFound {
-            NetnsError::NotFound { name: name.to_owned() }
+            NetnsError::NotFound {
+                name: name.to_owned(),
+            }
         } else {
-            NetnsError::Open { name: name.to_owned(), source }
+            NetnsError::Open {
+                name: name.to_owned(),
+                source,
+            }
         }
     })?;
     thread::scope(|scope| {
@@ -108,7 +115,10 @@ where
                 }
                 Ok(f())
             })
-            .map_err(|source| NetnsError::Spawn { name: name.to_owned(), source })?;
+            .map_err(|source| NetnsError::Spawn {
+                name: name.to_owned(),
+                source,
+            })?;
         helper
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
@@ -126,9 +136,10 @@ pub fn unique_name(prefix: &str) -> String {
 
 fn run(cmd: &mut Command) -> Result<Output, NetnsError> {
     let shown = format!("{cmd:?}");
-    let out = cmd
-        .output()
-        .map_err(|source| NetnsError::CommandSpawn { cmd: shown.clone(), source })?;
+    let out = cmd.output().map_err(|source| NetnsError::CommandSpawn {
+        cmd: shown.clone(),
+        source,
+    })?;
     if !out.status.success() {
         return Err(NetnsError::CommandFailed {
             cmd: shown,
@@ -177,7 +188,10 @@ impl Drop for NetnsGuard {
 /// Run `args` (a program and its arguments) inside namespace `ns` via
 /// `ip netns exec`. The exit status is returned, not checked.
 pub fn exec<S: AsRef<OsStr>>(ns: &str, args: &[S]) -> io::Result<Output> {
-    Command::new("ip").args(["netns", "exec", ns]).args(args).output()
+    Command::new("ip")
+        .args(["netns", "exec", ns])
+        .args(args)
+        .output()
 }
 
 #[cfg(test)]
@@ -188,7 +202,10 @@ mod tests {
     fn invalid_names_are_rejected_before_touching_the_filesystem() {
         for name in ["", ".", "..", "a/b", "../etc", "a b"] {
             let err = run_in(name, || ()).unwrap_err();
-            assert!(matches!(err, NetnsError::InvalidName { .. }), "{name:?}: {err}");
+            assert!(
+                matches!(err, NetnsError::InvalidName { .. }),
+                "{name:?}: {err}"
+            );
         }
     }
 
@@ -210,9 +227,11 @@ mod tests {
     fn run_in_enters_the_namespace_without_moving_the_caller() {
         let guard = NetnsGuard::new(unique_name("qv-ns")).unwrap();
         let own = std::fs::metadata("/proc/thread-self/ns/net").unwrap();
-        let inside = run_in(guard.name(), || std::fs::metadata("/proc/thread-self/ns/net"))
-            .unwrap()
-            .unwrap();
+        let inside = run_in(guard.name(), || {
+            std::fs::metadata("/proc/thread-self/ns/net")
+        })
+        .unwrap()
+        .unwrap();
         let target = std::fs::metadata(netns_path(guard.name())).unwrap();
         use std::os::unix::fs::MetadataExt;
         assert_eq!(inside.ino(), target.ino());

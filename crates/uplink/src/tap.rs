@@ -77,7 +77,11 @@ pub enum TapError {
         source: io::Error,
     },
     #[error("TAP {ifname} has flags {got:#06x}, lacking {missing:#06x} (IFF_TAP|IFF_NO_PI|IFF_VNET_HDR|IFF_MULTI_QUEUE)")]
-    Flags { ifname: String, got: i16, missing: i16 },
+    Flags {
+        ifname: String,
+        got: i16,
+        missing: i16,
+    },
     #[error("cannot set vnet header size on TAP {ifname}")]
     VnetHdr {
         ifname: String,
@@ -158,6 +162,11 @@ impl UplinkQueue for TapQueue {
             // exclusively borrowed, writable slice of exactly `buf.len()` bytes.
             let n = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
             if let Ok(n) = usize::try_from(n) {
+                // tun_put_user() writes a 10-byte virtio_net_hdr and skips the
+                // rest of the configured 12: zero `num_buffers` ourselves.
+                if let Some(num_buffers) = buf.get_mut(10..VNET_HDR_LEN) {
+                    num_buffers.fill(0);
+                }
                 return Ok(Some(n));
             }
             let err = io::Error::last_os_error();
@@ -171,7 +180,8 @@ impl UplinkQueue for TapQueue {
 
     /// One `writev` of the whole frame.
     unsafe fn send(&self, iov: &[libc::iovec]) -> io::Result<usize> {
-        let count = c_int::try_from(iov.len()).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let count = c_int::try_from(iov.len())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         loop {
             // SAFETY: the fd is owned by self and outlives the call; `iov` is a
             // live slice of `count` iovecs, and the caller upholds this fn's
@@ -220,9 +230,16 @@ impl Tap {
     /// The setting is device-wide. `open_tap` sets 0.
     pub fn set_offload(&self, flags: c_uint) -> Result<(), TapError> {
         for queue in &self.queues {
-            sys::ioctl_value(queue.as_fd(), ValueIoctl::TunSetOffload, c_ulong::from(flags)).map_err(
-                |source| TapError::Offload { ifname: self.ifname.clone(), flags, source },
-            )?;
+            sys::ioctl_value(
+                queue.as_fd(),
+                ValueIoctl::TunSetOffload,
+                c_ulong::from(flags),
+            )
+            .map_err(|source| TapError::Offload {
+                ifname: self.ifname.clone(),
+                flags,
+                source,
+            })?;
         }
         Ok(())
     }
@@ -274,7 +291,10 @@ pub fn open_tap(cfg: &TapConfig) -> Result<Tap, TapError> {
     };
     netns::run_in(ns, || open_here(cfg)).map_err(|source| match source {
         NetnsError::NotFound { name } => TapError::NetnsNotFound { name },
-        source => TapError::Netns { ifname: cfg.ifname.clone(), source },
+        source => TapError::Netns {
+            ifname: cfg.ifname.clone(),
+            source,
+        },
     })?
 }
 
@@ -285,18 +305,28 @@ fn validate(cfg: &TapConfig) -> Result<(), TapError> {
         || name.len() >= IFNAMSIZ
         || name == "."
         || name == ".."
-        || name.chars().any(|c| c == '/' || c == ':' || c == '\0' || c.is_whitespace())
+        || name
+            .chars()
+            .any(|c| c == '/' || c == ':' || c == '\0' || c.is_whitespace())
         || name.matches('%').count() > 1
         || (name.contains('%') && !name.contains("%d"));
     if bad {
-        return Err(TapError::InvalidName { ifname: name.clone() });
+        return Err(TapError::InvalidName {
+            ifname: name.clone(),
+        });
     }
     if cfg.queues == 0 || cfg.queues > MAX_TAP_QUEUES {
-        return Err(TapError::InvalidQueues { ifname: name.clone(), queues: cfg.queues });
+        return Err(TapError::InvalidQueues {
+            ifname: name.clone(),
+            queues: cfg.queues,
+        });
     }
     if let Some(mtu) = cfg.mtu {
         if c_int::try_from(mtu).is_err() {
-            return Err(TapError::InvalidMtu { ifname: name.clone(), mtu });
+            return Err(TapError::InvalidMtu {
+                ifname: name.clone(),
+                mtu,
+            });
         }
     }
     Ok(())
@@ -305,8 +335,10 @@ fn validate(cfg: &TapConfig) -> Result<(), TapError> {
 /// Everything after namespace selection; runs in the TAP's namespace.
 fn open_here(cfg: &TapConfig) -> Result<Tap, TapError> {
     // Bound to the current (helper thread's) namespace at creation.
-    let ctl = UnixDatagram::unbound()
-        .map_err(|source| TapError::ControlSocket { ifname: cfg.ifname.clone(), source })?;
+    let ctl = UnixDatagram::unbound().map_err(|source| TapError::ControlSocket {
+        ifname: cfg.ifname.clone(),
+        source,
+    })?;
     let existed = !cfg.ifname.contains('%') && link_exists(ctl.as_fd(), &cfg.ifname)?;
 
     let mut ifname = cfg.ifname.clone();
@@ -317,11 +349,19 @@ fn open_here(cfg: &TapConfig) -> Result<Tap, TapError> {
         ifname = name;
         queues.push(queue);
     }
-    let tap = Tap { ifname, netns: cfg.netns.clone(), queues, created: !existed };
+    let tap = Tap {
+        ifname,
+        netns: cfg.netns.clone(),
+        queues,
+        created: !existed,
+    };
 
     for queue in &tap.queues {
         let fd = queue.as_fd();
-        let vnet = |source| TapError::VnetHdr { ifname: tap.ifname.clone(), source };
+        let vnet = |source| TapError::VnetHdr {
+            ifname: tap.ifname.clone(),
+            source,
+        };
         // VIRTIO 1.x headers are little endian and 12 bytes (virtio_net_hdr_v1).
         sys::ioctl_int(fd, IntIoctl::TunSetVnetLe, 1).map_err(vnet)?;
         sys::ioctl_int(fd, IntIoctl::TunSetVnetHdrSz, VNET_HDR_SZ).map_err(vnet)?;
@@ -333,8 +373,16 @@ fn open_here(cfg: &TapConfig) -> Result<Tap, TapError> {
     link_up(ctl.as_fd(), &tap.ifname)?;
     // Last, so that a failure above drops a TAP we created instead of leaking it.
     if cfg.persist || !existed {
-        sys::ioctl_value(tap.queues[0].as_fd(), ValueIoctl::TunSetPersist, c_ulong::from(cfg.persist))
-            .map_err(|source| TapError::Persist { ifname: tap.ifname.clone(), persist: cfg.persist, source })?;
+        sys::ioctl_value(
+            tap.queues[0].as_fd(),
+            ValueIoctl::TunSetPersist,
+            c_ulong::from(cfg.persist),
+        )
+        .map_err(|source| TapError::Persist {
+            ifname: tap.ifname.clone(),
+            persist: cfg.persist,
+            source,
+        })?;
     }
     log::debug!(
         "TAP {} {} with {} queues in netns {:?}",
@@ -352,7 +400,10 @@ fn link_exists(ctl: BorrowedFd<'_>, ifname: &str) -> Result<bool, TapError> {
     match sys::ioctl_ifreq(ctl, IfReqIoctl::GetIndex, &mut ifr) {
         Ok(()) => Ok(true),
         Err(err) if err.raw_os_error() == Some(libc::ENODEV) => Ok(false),
-        Err(source) => Err(TapError::Lookup { ifname: ifname.to_owned(), source }),
+        Err(source) => Err(TapError::Lookup {
+            ifname: ifname.to_owned(),
+            source,
+        }),
     }
 }
 
@@ -375,34 +426,61 @@ fn attach_queue(ifname: &str, index: usize, existed: bool) -> Result<(TapQueue, 
         // tun_set_iff(): EINVAL for an existing device that is not a TAP or whose
         // IFF_MULTI_QUEUE differs; E2BIG past MAX_TAP_QUEUES.
         return Err(match source.raw_os_error() {
-            Some(libc::EINVAL) if existed || index > 0 => TapError::NotMultiQueueTap { ifname, source },
-            Some(libc::E2BIG) => TapError::TooManyQueues { ifname, limit: MAX_TAP_QUEUES, source },
-            _ => TapError::Attach { ifname, queue: index, source },
+            Some(libc::EINVAL) if existed || index > 0 => {
+                TapError::NotMultiQueueTap { ifname, source }
+            }
+            Some(libc::E2BIG) => TapError::TooManyQueues {
+                ifname,
+                limit: MAX_TAP_QUEUES,
+                source,
+            },
+            _ => TapError::Attach {
+                ifname,
+                queue: index,
+                source,
+            },
         });
     }
 
     // Check the kernel's answer: when other queues are already attached, the
     // kernel keeps the device's flags and ignores ours (e.g. no IFF_VNET_HDR).
     let mut got = IfReq::new(ifname);
-    sys::ioctl_ifreq(fd.as_fd(), IfReqIoctl::TunGetIff, &mut got)
-        .map_err(|source| TapError::Attach { ifname: ifname.to_owned(), queue: index, source })?;
+    sys::ioctl_ifreq(fd.as_fd(), IfReqIoctl::TunGetIff, &mut got).map_err(|source| {
+        TapError::Attach {
+            ifname: ifname.to_owned(),
+            queue: index,
+            source,
+        }
+    })?;
     let missing = sys::TAP_FLAGS & !got.flags();
     if missing != 0 {
-        return Err(TapError::Flags { ifname: got.name(), got: got.flags(), missing });
+        return Err(TapError::Flags {
+            ifname: got.name(),
+            got: got.flags(),
+            missing,
+        });
     }
     Ok((TapQueue { fd }, got.name()))
 }
 
 fn set_mtu(ctl: BorrowedFd<'_>, ifname: &str, mtu: u32) -> Result<(), TapError> {
-    let mtu_err = |source| TapError::Mtu { ifname: ifname.to_owned(), mtu, source };
-    let value = c_int::try_from(mtu).map_err(|e| mtu_err(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
+    let mtu_err = |source| TapError::Mtu {
+        ifname: ifname.to_owned(),
+        mtu,
+        source,
+    };
+    let value = c_int::try_from(mtu)
+        .map_err(|e| mtu_err(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
     let mut ifr = IfReq::new(ifname);
     ifr.set_int(value);
     sys::ioctl_ifreq(ctl, IfReqIoctl::SetMtu, &mut ifr).map_err(mtu_err)
 }
 
 fn link_up(ctl: BorrowedFd<'_>, ifname: &str) -> Result<(), TapError> {
-    let up_err = |source| TapError::LinkUp { ifname: ifname.to_owned(), source };
+    let up_err = |source| TapError::LinkUp {
+        ifname: ifname.to_owned(),
+        source,
+    };
     let mut ifr = IfReq::new(ifname);
     sys::ioctl_ifreq(ctl, IfReqIoctl::GetFlags, &mut ifr).map_err(up_err)?;
     if ifr.flags() & sys::IFF_UP == 0 {
