@@ -155,7 +155,10 @@ impl UplinkQueue for TapQueue {
     }
 
     /// One `read`. `buf` should hold [`VNET_HDR_LEN`] + the largest frame (MTU +
-    /// 14, or 64 KiB once GSO offloads are on); a shorter buffer fails the read.
+    /// 14 (+4 for a VLAN tag), or 64 KiB once GSO offloads are on): the kernel
+    /// silently truncates a longer frame to `buf.len()` (the returned length
+    /// never exceeds it), and fails the read with `EINVAL` when `buf` cannot
+    /// even hold the header; either way that frame is consumed.
     fn recv(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
         loop {
             // SAFETY: the fd is owned by self and outlives the call; `buf` is an

@@ -215,6 +215,7 @@ fn non_persistent_tap_in_our_namespace_vanishes_on_drop() {
     let tap = open_tap(&config(&ifname, 1, None, false)).unwrap();
     assert!(sys.exists());
     assert_eq!(tap.netns(), None);
+    tap.set_offload(libc::TUN_F_CSUM).unwrap();
     tap.set_offload(0).unwrap();
     drop(tap);
     assert!(!sys.exists());
@@ -305,4 +306,45 @@ fn invalid_configs_are_rejected_before_any_syscall() {
         open_tap(&cfg).unwrap_err(),
         TapError::InvalidMtu { mtu: u32::MAX, .. }
     ));
+}
+
+/// The kernel truncates a frame that does not fit: `recv` never reports more
+/// than `buf.len()`, so callers can slice `buf[..n]` safely.
+#[test]
+fn short_buffer_truncates_without_overrun() {
+    let ns = NetnsGuard::new(unique_name("qv-short")).unwrap();
+    let ifname = unique_name("qt");
+    let _link = LinkGuard {
+        ns: Some(ns.name().to_owned()),
+        ifname: ifname.clone(),
+    };
+    let tap = open_tap(&config(&ifname, 1, Some(ns.name()), false)).unwrap();
+    ns_cmd(&ns, &["ip", "addr", "add", "10.9.9.1/24", "dev", &ifname]);
+    let hdr = [0u8; VNET_HDR_LEN];
+    let frame = arp_request([10, 9, 9, 2], [10, 9, 9, 1]);
+    let iov = [
+        libc::iovec {
+            iov_base: hdr.as_ptr() as *mut _,
+            iov_len: hdr.len(),
+        },
+        libc::iovec {
+            iov_base: frame.as_ptr() as *mut _,
+            iov_len: frame.len(),
+        },
+    ];
+    // SAFETY: both iovecs point into `hdr` / `frame`, alive for the call.
+    unsafe { tap.queue(0).unwrap().send(&iov) }.unwrap();
+
+    let queue = tap.queue(0).unwrap();
+    let mut small = [0u8; 30];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let n = loop {
+        if let Some(n) = queue.recv(&mut small).unwrap() {
+            break n;
+        }
+        assert!(Instant::now() < deadline, "no frame from the kernel");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    // Every frame the kernel sends here (ARP reply, IPv6 ND/MLD) is longer than 18 bytes.
+    assert_eq!(n, small.len());
 }
