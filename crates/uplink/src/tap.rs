@@ -1,5 +1,12 @@
 //! The TAP uplink: a multi-queue TAP device with virtio_net_hdr, one tun fd
 //! per queue, optionally living in another network namespace.
+//!
+//! Opening = per queue: open `/dev/net/tun` (O_NONBLOCK | O_CLOEXEC),
+//! `TUNSETIFF` with `IFF_TAP | IFF_NO_PI | IFF_VNET_HDR | IFF_MULTI_QUEUE`, then
+//! `TUNGETIFF` to check the kernel kept those flags; `TUNSETVNETLE` 1 and
+//! `TUNSETVNETHDRSZ` 12; then device-wide `TUNSETOFFLOAD` 0, `SIOCSIFMTU`,
+//! `IFF_UP` via `SIOCGIFFLAGS`/`SIOCSIFFLAGS`, and last `TUNSETPERSIST`.
+//! With a netns, all of it runs on a helper thread inside that namespace.
 
 use std::fs::OpenOptions;
 use std::io;
@@ -281,12 +288,13 @@ impl Uplink for Tap {
 }
 
 /// Open (or create) the TAP `cfg.ifname` with `cfg.queues` queues, bring it up
-/// and set its MTU, inside `cfg.netns` if given. See the module docs of the
-/// crate for the exact ioctls.
+/// and set its MTU, inside `cfg.netns` if given. Never changes the calling
+/// thread's namespace.
 ///
 /// An existing TAP must be multi-queue with vnet headers; its persistence is
 /// left alone when `cfg.persist` is false (only a TAP we created is made
-/// non-persistent).
+/// non-persistent). "Created" is decided by a lookup just before attaching, so
+/// a TAP made by someone else in between counts as ours.
 pub fn open_tap(cfg: &TapConfig) -> Result<Tap, TapError> {
     validate(cfg)?;
     let Some(ns) = cfg.netns.as_deref() else {

@@ -169,6 +169,30 @@ fn arp_round_trip_through_two_queue_tap_in_netns() {
     let sent = unsafe { tap.queue(0).unwrap().send(&iov) }.unwrap();
     assert_eq!(sent, VNET_HDR_LEN + frame.len());
 
+    // Concurrent senders on one queue: each writev is one whole frame.
+    std::thread::scope(|scope| {
+        for _ in 0..4 {
+            scope.spawn(|| {
+                // iovecs hold raw pointers (not Sync): each thread builds its own.
+                let iov = [
+                    libc::iovec {
+                        iov_base: hdr.as_ptr() as *mut _,
+                        iov_len: hdr.len(),
+                    },
+                    libc::iovec {
+                        iov_base: frame.as_ptr() as *mut _,
+                        iov_len: frame.len(),
+                    },
+                ];
+                for _ in 0..10 {
+                    // SAFETY: both iovecs point into `hdr` / `frame`, which outlive the scope.
+                    let n = unsafe { tap.queue(0).unwrap().send(&iov) }.unwrap();
+                    assert_eq!(n, VNET_HDR_LEN + frame.len());
+                }
+            });
+        }
+    });
+
     let reply = recv_matching(&tap, Duration::from_secs(5), |f| {
         f.len() >= 42 && f[0..6] == OUR_MAC && f[12..14] == [0x08, 0x06] && f[20..22] == [0, 2]
     })
