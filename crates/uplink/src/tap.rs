@@ -150,8 +150,8 @@ pub struct TapQueue {
     fd: OwnedFd,
 }
 
-impl TapQueue {
-    pub fn as_fd(&self) -> BorrowedFd<'_> {
+impl AsFd for TapQueue {
+    fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }
 }
