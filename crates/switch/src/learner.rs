@@ -219,7 +219,7 @@ fn refresh(slot: &Slot, uplink: UplinkId, now_secs: u64) -> LearnOutcome {
         outcome = LearnOutcome::Refreshed;
     }
     if slot.uplink.load(Ordering::Relaxed) != uplink.0 {
-        log::debug!("learned MAC moved to {uplink}");
+        log::trace!("learned MAC moved to {uplink}");
         slot.uplink.store(uplink.0, Ordering::Relaxed);
         outcome = LearnOutcome::Refreshed;
     }
