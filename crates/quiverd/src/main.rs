@@ -1,1 +1,159 @@
-fn main() {}
+//! quiverd: serves VNICs (vhost-user virtio-net devices, one socket each) on a
+//! software switch with uplinks. See README.md for the configuration format.
+
+mod backend;
+mod config;
+mod daemon;
+mod deliver;
+mod fabric;
+mod ratelimit;
+mod session;
+mod sockperm;
+mod stats;
+mod uplink_port;
+mod uplink_rx;
+mod vnic;
+mod vring;
+mod worker;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
+
+use crate::config::Config;
+use crate::daemon::Daemon;
+
+/// quiver's vhost-user virtual switch daemon.
+///
+/// Each [[vnic]] in the configuration is a vhost-user virtio-net device on its own unix
+/// socket, for QEMU (`-chardev socket,path=SOCK -netdev vhost-user`), Cloud Hypervisor or
+/// DPDK virtio-user. Frames are switched between VNICs by MAC (+VLAN) and to uplinks.
+///
+/// Signals: SIGHUP re-reads the configuration and applies the difference; SIGUSR1 writes
+/// the stats file now; SIGTERM/SIGINT shut down and remove the sockets.
+#[derive(Parser, Debug)]
+#[command(name = "quiverd", version, about, long_about)]
+struct Args {
+    /// Configuration file (TOML).
+    #[arg(short, long, value_name = "FILE", required_unless_present_any = ["check_config", "print_capabilities"])]
+    config: Option<PathBuf>,
+    /// Validate FILE, print a summary and exit (0 = valid, 2 = invalid).
+    #[arg(long, value_name = "FILE", conflicts_with = "config")]
+    check_config: Option<PathBuf>,
+    /// Print the vhost-user backend capabilities as JSON and exit (QEMU's
+    /// vhost-user.rst "Backend program conventions").
+    #[arg(long)]
+    print_capabilities: bool,
+    /// Write per-VNIC and per-uplink counters as JSON to FILE (every second and on SIGUSR1).
+    #[arg(long, value_name = "FILE")]
+    stats_file: Option<PathBuf>,
+    /// Log level when RUST_LOG is not set: error, warn, info, debug, trace.
+    #[arg(long, default_value = "info")]
+    log_level: String,
+}
+
+/// Formats an error with its chain of causes: "a: b: c".
+pub fn report(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cause = c.source();
+    }
+    s
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(&args.log_level))
+        .format_timestamp_millis()
+        .init();
+    if args.print_capabilities {
+        println!("{}", serde_json::json!({ "type": "net", "features": [] }));
+        return ExitCode::SUCCESS;
+    }
+    if let Some(path) = &args.check_config {
+        return match Config::load(path) {
+            Ok(cfg) => {
+                println!(
+                    "{}: valid ({} uplinks, {} VNICs)",
+                    path.display(),
+                    cfg.uplinks.len(),
+                    cfg.vnics.len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("quiverd: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    let Some(path) = args.config.clone() else {
+        eprintln!("quiverd: --config FILE is required");
+        return ExitCode::from(2);
+    };
+    match run(&path, args.stats_file.as_deref()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("quiverd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(path: &std::path::Path, stats_file: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let cfg = Config::load(path)?;
+    let mut signals = signal_hook::iterator::Signals::new([SIGHUP, SIGINT, SIGTERM, SIGUSR1])?;
+    let mut daemon = Daemon::start(&cfg).map_err(|e| anyhow::anyhow!(report(&e)))?;
+    log::info!(
+        "quiverd running: {} uplinks, {} VNICs",
+        cfg.uplinks.len(),
+        cfg.vnics.len()
+    );
+    let write_stats = |d: &Daemon| {
+        if let Some(f) = stats_file {
+            if let Err(e) = stats::write(d, f) {
+                log::warn!("cannot write stats to {}: {e}", f.display());
+            }
+        }
+    };
+    write_stats(&daemon);
+    loop {
+        let mut quit = false;
+        for sig in signals.pending() {
+            match sig {
+                SIGHUP => match Config::load(path) {
+                    Ok(cfg) => match daemon.apply(&cfg) {
+                        Ok(s) => log::info!(
+                            "reloaded {}: added {:?}, removed {:?}, {} unchanged",
+                            path.display(),
+                            s.added,
+                            s.removed,
+                            s.kept.len()
+                        ),
+                        Err(e) => {
+                            log::error!("reload of {} incomplete: {}", path.display(), report(&e))
+                        }
+                    },
+                    Err(e) => log::error!("reload refused, configuration unchanged: {e}"),
+                },
+                SIGUSR1 => write_stats(&daemon),
+                _ => quit = true,
+            }
+        }
+        if quit {
+            break;
+        }
+        write_stats(&daemon);
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    log::info!("shutting down");
+    daemon.shutdown();
+    write_stats(&daemon);
+    Ok(())
+}

@@ -23,7 +23,7 @@ pub use features::{
     offered_features, offered_protocol_features, NetConfigSpace, VIRTIO_NET_HDR_LEN,
 };
 pub use ring::{PopError, RingAddrs, RingError, SplitRing};
-pub use rx::{RxError, RxOutcome, RxWriter};
+pub use rx::{BadChains, RxError, RxOutcome, RxWriter};
 pub use segs::{copy_segs, SegList, MAX_FRAME_SEGS};
 pub use tx::{TxError, TxFrame, TxReader};
 

@@ -269,6 +269,21 @@ impl<'m> SplitRing<'m> {
     }
 }
 
+impl SplitRing<'_> {
+    /// Asks the guest never to kick this ring (the device does not need it): NO_NOTIFY
+    /// without EVENT_IDX; with it, avail_event just behind next_avail, which the
+    /// guest's index only passes again after 65535 more buffers.
+    pub fn suppress_kicks(&mut self) -> Result<(), RingError> {
+        if self.event_idx {
+            let offset = 4 + 8 * usize::from(self.size);
+            let behind = (self.next_avail - Wrapping(1)).0;
+            Self::store_u16(&self.used, offset, behind, Ordering::Relaxed)
+        } else {
+            Self::store_u16(&self.used, 0, VRING_USED_F_NO_NOTIFY, Ordering::Relaxed)
+        }
+    }
+}
+
 /// `vring_need_event` (VIRTIO 1.2 §2.7.7.2): did `new` pass `event` since `old`?
 pub fn need_event(event: Wrapping<u16>, new: Wrapping<u16>, old: Wrapping<u16>) -> bool {
     (new - event - Wrapping(1)).0 < (new - old).0

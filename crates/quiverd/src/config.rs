@@ -1,0 +1,496 @@
+//! The TOML configuration: `[[uplink]]` and `[[vnic]]` tables, parsed once into a
+//! validated `Config`. Every error names the file, the field and the reason.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use quiver_wire::MacAddr;
+use serde::Deserialize;
+
+/// A configuration error: `file: field: reason`.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{file}: {field}: {reason}")]
+pub struct ConfigError {
+    pub file: String,
+    pub field: String,
+    pub reason: String,
+}
+
+/// How a VNIC's socket is used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SocketMode {
+    /// quiverd listens; the front-end connects (QEMU `reconnect`).
+    #[default]
+    Server,
+    /// quiverd connects to a socket the front-end listens on, and retries.
+    Client,
+}
+
+impl fmt::Display for SocketMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SocketMode::Server => "server",
+            SocketMode::Client => "client",
+        })
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UplinkKindCfg {
+    Tap,
+    None,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    #[serde(default)]
+    uplink: Vec<RawUplink>,
+    #[serde(default)]
+    vnic: Vec<RawVnic>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUplink {
+    name: String,
+    kind: UplinkKindCfg,
+    ifname: Option<String>,
+    queues: Option<u32>,
+    netns: Option<String>,
+    #[serde(default)]
+    persist: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVnic {
+    name: String,
+    socket: PathBuf,
+    #[serde(default)]
+    mode: SocketMode,
+    socket_mode: Option<String>,
+    socket_owner: Option<String>,
+    socket_group: Option<String>,
+    mac: String,
+    queue_pairs: Option<u32>,
+    queue_size: Option<u32>,
+    uplink: Option<String>,
+    vlan: Option<u32>,
+    mtu: Option<u32>,
+    #[serde(default)]
+    allow_spoof: bool,
+}
+
+/// A validated uplink.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UplinkConfig {
+    pub name: String,
+    pub kind: UplinkKindCfg,
+    pub ifname: String,
+    pub queues: usize,
+    pub netns: Option<String>,
+    pub persist: bool,
+}
+
+/// A validated VNIC.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VnicConfig {
+    pub name: String,
+    pub socket: PathBuf,
+    pub mode: SocketMode,
+    pub socket_mode: Option<u32>,
+    pub socket_owner: Option<String>,
+    pub socket_group: Option<String>,
+    pub mac: MacAddr,
+    pub queue_pairs: u16,
+    pub queue_size: u16,
+    pub uplink: Option<String>,
+    /// Access VLAN (1..=4094); `None` = untagged.
+    pub vlan: Option<u16>,
+    pub mtu: u16,
+    pub allow_spoof: bool,
+}
+
+impl VnicConfig {
+    /// Largest frame the VNIC sends or receives: Ethernet header + MTU (+ a VLAN tag a
+    /// trunk-style guest may add).
+    pub fn max_frame(&self) -> usize {
+        usize::from(self.mtu) + 14 + 4
+    }
+}
+
+/// The whole validated configuration.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Config {
+    pub uplinks: Vec<UplinkConfig>,
+    pub vnics: Vec<VnicConfig>,
+}
+
+/// Limits on what a VNIC may ask for.
+pub const MAX_QUEUE_PAIRS: u32 = 16;
+pub const MIN_MTU: u32 = 68;
+pub const MAX_MTU: u32 = 9216;
+const MAX_UPLINK_QUEUES: u32 = 64;
+
+struct Ctx<'a> {
+    file: &'a str,
+}
+
+impl Ctx<'_> {
+    fn err(&self, field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+        ConfigError {
+            file: self.file.to_string(),
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+fn check_name(ctx: &Ctx<'_>, field: &str, name: &str) -> Result<(), ConfigError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.');
+    if ok {
+        Ok(())
+    } else {
+        Err(ctx.err(
+            field,
+            format!("{name:?} must be 1-64 characters of [A-Za-z0-9._-]"),
+        ))
+    }
+}
+
+impl Config {
+    /// Reads and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: file.clone(),
+            field: "(file)".into(),
+            reason: format!("cannot read: {e}"),
+        })?;
+        Config::parse(&file, &text)
+    }
+
+    /// Parses and validates configuration text; `file` names it in errors.
+    pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
+        let ctx = Ctx { file };
+        let raw: RawFile = toml::from_str(text).map_err(|e| {
+            let (line, col) = e.span().map(|s| line_col(text, s.start)).unwrap_or((0, 0));
+            ctx.err(
+                format!("line {line}, column {col}"),
+                e.message().to_string(),
+            )
+        })?;
+        let mut cfg = Config::default();
+        let mut uplink_names = HashSet::new();
+        let mut ifnames = HashSet::new();
+        for (i, u) in raw.uplink.into_iter().enumerate() {
+            let at = |f: &str| format!("uplink[{i}] ({}).{f}", u.name);
+            check_name(&ctx, &at("name"), &u.name)?;
+            if !uplink_names.insert(u.name.clone()) {
+                return Err(ctx.err(at("name"), "duplicate uplink name"));
+            }
+            let queues = u.queues.unwrap_or(1);
+            if queues == 0 || queues > MAX_UPLINK_QUEUES {
+                return Err(ctx.err(
+                    at("queues"),
+                    format!("{queues} is outside 1..={MAX_UPLINK_QUEUES}"),
+                ));
+            }
+            let ifname = match (u.kind, u.ifname) {
+                (UplinkKindCfg::Tap, None) => {
+                    return Err(ctx.err(at("ifname"), "required for kind = \"tap\""))
+                }
+                (_, Some(n)) => n,
+                (UplinkKindCfg::None, None) => String::new(),
+            };
+            if u.kind == UplinkKindCfg::Tap {
+                if ifname.is_empty() || ifname.len() > 15 || ifname.contains(['/', ' ']) {
+                    return Err(ctx.err(
+                        at("ifname"),
+                        format!("{ifname:?} is not a valid interface name (1-15 characters, no '/' or space)"),
+                    ));
+                }
+                let key = (u.netns.clone(), ifname.clone());
+                if !ifnames.insert(key) {
+                    return Err(
+                        ctx.err(at("ifname"), format!("{ifname} is used by another uplink"))
+                    );
+                }
+            }
+            if let Some(ns) = &u.netns {
+                check_name(&ctx, &at("netns"), ns)?;
+            }
+            cfg.uplinks.push(UplinkConfig {
+                name: u.name,
+                kind: u.kind,
+                ifname,
+                queues: queues as usize,
+                netns: u.netns,
+                persist: u.persist,
+            });
+        }
+        let mut names = HashSet::new();
+        let mut sockets = HashSet::new();
+        let mut macs = HashSet::new();
+        for (i, v) in raw.vnic.into_iter().enumerate() {
+            let at = |f: &str| format!("vnic[{i}] ({}).{f}", v.name);
+            check_name(&ctx, &at("name"), &v.name)?;
+            if !names.insert(v.name.clone()) {
+                return Err(ctx.err(at("name"), "duplicate VNIC name"));
+            }
+            if v.socket.as_os_str().is_empty() || !v.socket.is_absolute() {
+                return Err(ctx.err(
+                    at("socket"),
+                    format!("{:?} must be an absolute path", v.socket),
+                ));
+            }
+            // sun_path holds 108 bytes including the terminating NUL.
+            if v.socket.as_os_str().len() > 107 {
+                return Err(ctx.err(
+                    at("socket"),
+                    "longer than a unix socket path may be (107 bytes)",
+                ));
+            }
+            if !sockets.insert(v.socket.clone()) {
+                return Err(ctx.err(at("socket"), "used by another VNIC"));
+            }
+            let mac: MacAddr = v.mac.parse().map_err(|_e| {
+                ctx.err(
+                    at("mac"),
+                    format!("{:?} is not a MAC address like 52:54:00:00:00:01", v.mac),
+                )
+            })?;
+            if !mac.is_unicast() || mac.is_zero() {
+                return Err(ctx.err(at("mac"), format!("{mac} is not a unicast address")));
+            }
+            let vlan = match v.vlan {
+                None => None,
+                Some(id) => Some(
+                    u16::try_from(id)
+                        .ok()
+                        .filter(|id| (1..=4094).contains(id))
+                        .ok_or_else(|| ctx.err(at("vlan"), format!("{id} is outside 1..=4094")))?,
+                ),
+            };
+            if !macs.insert((vlan, mac)) {
+                return Err(ctx.err(
+                    at("mac"),
+                    format!("{mac} is already used by another VNIC on this VLAN"),
+                ));
+            }
+            let queue_pairs = v.queue_pairs.unwrap_or(1);
+            if queue_pairs == 0 || queue_pairs > MAX_QUEUE_PAIRS {
+                return Err(ctx.err(
+                    at("queue_pairs"),
+                    format!("{queue_pairs} is outside 1..={MAX_QUEUE_PAIRS}"),
+                ));
+            }
+            let queue_size = v.queue_size.unwrap_or(1024);
+            if !(64..=32768).contains(&queue_size) || !queue_size.is_power_of_two() {
+                return Err(ctx.err(
+                    at("queue_size"),
+                    format!("{queue_size} is not a power of two in 64..=32768"),
+                ));
+            }
+            let mtu = v.mtu.unwrap_or(1500);
+            if !(MIN_MTU..=MAX_MTU).contains(&mtu) {
+                return Err(ctx.err(at("mtu"), format!("{mtu} is outside {MIN_MTU}..={MAX_MTU}")));
+            }
+            if let Some(up) = &v.uplink {
+                if !uplink_names.contains(up) {
+                    return Err(ctx.err(at("uplink"), format!("no [[uplink]] named {up:?}")));
+                }
+            }
+            let socket_mode = match &v.socket_mode {
+                None => None,
+                Some(s) => Some(
+                    u32::from_str_radix(s.trim_start_matches("0o"), 8)
+                        .ok()
+                        .filter(|m| *m <= 0o777)
+                        .ok_or_else(|| {
+                            ctx.err(
+                                at("socket_mode"),
+                                format!("{s:?} is not an octal mode like \"0660\""),
+                            )
+                        })?,
+                ),
+            };
+            for (field, value) in [
+                ("socket_owner", &v.socket_owner),
+                ("socket_group", &v.socket_group),
+            ] {
+                if let Some(name) = value {
+                    if name.is_empty() || name.contains([':', '/', '\n']) {
+                        return Err(
+                            ctx.err(at(field), format!("{name:?} is not a user or group name"))
+                        );
+                    }
+                }
+            }
+            cfg.vnics.push(VnicConfig {
+                name: v.name,
+                socket: v.socket,
+                mode: v.mode,
+                socket_mode,
+                socket_owner: v.socket_owner,
+                socket_group: v.socket_group,
+                mac,
+                // Bounded above by MAX_QUEUE_PAIRS, queue_size by 32768, mtu by 9216.
+                queue_pairs: u16::try_from(queue_pairs).unwrap_or(1),
+                queue_size: u16::try_from(queue_size).unwrap_or(1024),
+                uplink: v.uplink,
+                vlan,
+                mtu: u16::try_from(mtu).unwrap_or(1500),
+                allow_spoof: v.allow_spoof,
+            });
+        }
+        Ok(cfg)
+    }
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.len() - before.rfind('\n').map_or(0, |p| p + 1) + 1;
+    (line, col)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[[uplink]]
+name = "up0"
+kind = "tap"
+ifname = "quiver0"
+queues = 2
+netns = "hostside"
+
+[[vnic]]
+name = "vm1"
+socket = "/run/quiver/vm1.sock"
+mac = "52:54:00:00:00:01"
+queue_pairs = 2
+uplink = "up0"
+vlan = 100
+socket_mode = "0660"
+
+[[vnic]]
+name = "vm2"
+socket = "/run/quiver/vm2.sock"
+mode = "client"
+mac = "52:54:00:00:00:02"
+"#;
+
+    #[test]
+    fn parses_the_documented_shape_with_defaults() {
+        let c = Config::parse("t.toml", GOOD).expect("valid");
+        assert_eq!(c.uplinks[0].queues, 2);
+        assert_eq!(c.uplinks[0].netns.as_deref(), Some("hostside"));
+        let v1 = &c.vnics[0];
+        assert_eq!((v1.queue_pairs, v1.queue_size, v1.mtu), (2, 1024, 1500));
+        assert_eq!(v1.vlan, Some(100));
+        assert_eq!(v1.socket_mode, Some(0o660));
+        assert_eq!(c.vnics[1].mode, SocketMode::Client);
+        assert_eq!(c.vnics[1].uplink, None);
+    }
+
+    #[test]
+    fn bad_lines_name_file_field_and_reason() {
+        let cases = [
+            (
+                "mac = \"52:54:00:00:00:01\"",
+                "mac = \"zz:54:00:00:00:01\"",
+                "vnic[0] (vm1).mac",
+            ),
+            (
+                "mac = \"52:54:00:00:00:01\"",
+                "mac = \"ff:ff:ff:ff:ff:ff\"",
+                "vnic[0] (vm1).mac",
+            ),
+            (
+                "queue_pairs = 2",
+                "queue_pairs = 0",
+                "vnic[0] (vm1).queue_pairs",
+            ),
+            (
+                "queue_pairs = 2",
+                "queue_pairs = 2\nqueue_size = 1000",
+                "vnic[0] (vm1).queue_size",
+            ),
+            ("vlan = 100", "vlan = 4095", "vnic[0] (vm1).vlan"),
+            (
+                "uplink = \"up0\"",
+                "uplink = \"nope\"",
+                "vnic[0] (vm1).uplink",
+            ),
+            (
+                "socket_mode = \"0660\"",
+                "socket_mode = \"rw\"",
+                "vnic[0] (vm1).socket_mode",
+            ),
+            (
+                "socket = \"/run/quiver/vm1.sock\"",
+                "socket = \"vm1.sock\"",
+                "vnic[0] (vm1).socket",
+            ),
+            (
+                "mac = \"52:54:00:00:00:02\"",
+                "mac = \"52:54:00:00:00:02\"\nmtu = 20",
+                "vnic[1] (vm2).mtu",
+            ),
+            (
+                "socket = \"/run/quiver/vm2.sock\"",
+                "socket = \"/run/quiver/vm1.sock\"",
+                "vnic[1] (vm2).socket",
+            ),
+            (
+                "ifname = \"quiver0\"",
+                "ifname = \"a-very-long-interface\"",
+                "uplink[0] (up0).ifname",
+            ),
+            ("queues = 2", "queues = 0", "uplink[0] (up0).queues"),
+            ("name = \"vm2\"", "name = \"vm1\"", "vnic[1] (vm1).name"),
+        ];
+        for (from, to, field) in cases {
+            let text = GOOD.replacen(from, to, 1);
+            let e = Config::parse("t.toml", &text).expect_err(to);
+            assert_eq!(e.file, "t.toml");
+            assert_eq!(e.field, field, "{to}: {e}");
+            assert!(!e.reason.is_empty());
+        }
+    }
+
+    #[test]
+    fn unknown_fields_and_wrong_types_point_at_the_line() {
+        let e = Config::parse("t.toml", &GOOD.replace("queue_pairs = 2", "queue_pair = 2"))
+            .expect_err("unknown field");
+        assert!(e.field.starts_with("line 16"), "{e}");
+        assert!(e.reason.contains("queue_pair"), "{e}");
+        let e = Config::parse(
+            "t.toml",
+            &GOOD.replace("queue_pairs = 2", "queue_pairs = \"two\""),
+        )
+        .expect_err("type");
+        assert!(e.field.starts_with("line 16"), "{e}");
+        let e = Config::parse("t.toml", &GOOD.replace("kind = \"tap\"", "kind = \"dpdk\""))
+            .expect_err("kind");
+        assert!(e.reason.contains("dpdk"), "{e}");
+    }
+
+    #[test]
+    fn missing_file_is_named() {
+        let e = Config::load(Path::new("/nonexistent/q.toml")).expect_err("missing");
+        assert_eq!(e.file, "/nonexistent/q.toml");
+        assert!(e.reason.contains("cannot read"));
+    }
+}

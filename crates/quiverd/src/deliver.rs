@@ -1,0 +1,206 @@
+//! Writing frames into a VNIC's RX ring (one copy, straight into guest memory) and
+//! onto an uplink queue.
+
+use arrayvec::ArrayVec;
+use quiver_switch::DropReason;
+use quiver_uplink::UplinkQueue;
+use quiver_virtio_net::{RingAddrs, RxOutcome, RxWriter, Slice, SplitRing};
+use vhost_user_backend::VringT;
+use virtio_bindings::virtio_net::VIRTIO_NET_F_MRG_RXBUF;
+use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
+use virtio_queue::QueueT;
+use vm_memory::GuestAddressSpace;
+
+use crate::vnic::{Conn, Vnic};
+
+/// One frame to deliver: its buffers (anywhere: guest memory or a host buffer) and
+/// length.
+pub type RxItem<'a> = (&'a [Slice<'a>], usize);
+
+/// A zero virtio_net_hdr: no offloads are negotiated yet.
+const ZERO_HDR: [u8; 12] = [0; 12];
+
+/// Reads the ring addresses out of vhost-user-backend's queue state.
+pub fn ring_addrs(q: &virtio_queue::Queue) -> RingAddrs {
+    RingAddrs {
+        desc: q.desc_table(),
+        avail: q.avail_ring(),
+        used: q.used_ring(),
+        size: q.size(),
+    }
+}
+
+/// Delivers `frames` to `dst`, on the RX queue of pair `hint % pairs` (or the next
+/// enabled one). Counts delivered frames and drops on `dst`'s counters. Never blocks
+/// on anything but that RX ring's lock, held for the batch.
+pub fn to_vnic(dst: &Vnic, hint: usize, frames: &[RxItem<'_>]) {
+    if frames.is_empty() {
+        return;
+    }
+    let pairs = usize::from(dst.cfg.queue_pairs);
+    let Some(conn) = dst.conn() else {
+        dst.counters(hint % pairs)
+            .add_drop(DropReason::QueueStopped, frames.len() as u64);
+        return;
+    };
+    for step in 0..pairs {
+        let pair = (hint + step) % pairs;
+        match try_pair(dst, &conn, pair, frames) {
+            Attempt::Done => return,
+            Attempt::NotReady => continue,
+        }
+    }
+    dst.counters(hint % pairs)
+        .add_drop(DropReason::QueueStopped, frames.len() as u64);
+}
+
+enum Attempt {
+    Done,
+    NotReady,
+}
+
+fn try_pair(dst: &Vnic, conn: &Conn, pair: usize, frames: &[RxItem<'_>]) -> Attempt {
+    let q = 2 * pair;
+    let Some(vring) = conn.vrings.get(q) else {
+        return Attempt::NotReady;
+    };
+    if conn.is_broken(q) {
+        return Attempt::NotReady;
+    }
+    let mut st = vring.get_mut();
+    if !st.get_queue().ready() || !st.is_enabled() {
+        return Attempt::NotReady;
+    }
+    let counters = dst.counters(pair);
+    let mem = conn.mem.memory();
+    let queue = st.get_queue();
+    let event_idx = conn.has(VIRTIO_RING_F_EVENT_IDX);
+    let mut ring = match SplitRing::new(
+        &mem,
+        ring_addrs(queue),
+        event_idx,
+        queue.next_avail(),
+        queue.next_used(),
+    ) {
+        Ok(ring) => ring,
+        Err(e) => {
+            conn.set_broken(q, true);
+            dst.events
+                .ring_errors
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            log::warn!("{}: RX queue {pair} stopped: {e}", dst.cfg.name);
+            counters.add_drop(DropReason::QueueStopped, frames.len() as u64);
+            return Attempt::Done;
+        }
+    };
+    let writer = RxWriter {
+        mergeable: conn.has(VIRTIO_NET_F_MRG_RXBUF),
+        indirect: conn.has(VIRTIO_RING_F_INDIRECT_DESC),
+    };
+    let mut bad = quiver_virtio_net::BadChains::default();
+    let (mut packets, mut bytes) = (0u64, 0u64);
+    for (i, (segs, len)) in frames.iter().enumerate() {
+        match writer.write(&mem, &mut ring, &ZERO_HDR, segs, *len, &mut bad) {
+            Ok(RxOutcome::Delivered { .. }) => {
+                packets += 1;
+                bytes += *len as u64;
+            }
+            Ok(RxOutcome::NoBuffers) => {
+                // The ring is empty now: the rest would not fit either.
+                counters.add_drop(DropReason::NoRxBuffers, (frames.len() - i) as u64);
+                break;
+            }
+            Ok(RxOutcome::TooSmall) => counters.add_drop(DropReason::Oversize, 1),
+            Err(e) => {
+                conn.set_broken(q, true);
+                dst.events
+                    .ring_errors
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                log::warn!("{}: RX queue {pair} stopped: {e}", dst.cfg.name);
+                counters.add_drop(DropReason::QueueStopped, (frames.len() - i) as u64);
+                break;
+            }
+        }
+    }
+    if bad.count > 0 {
+        counters.add_drop(DropReason::BadChain, bad.count);
+        if let Some(e) = &bad.last {
+            log::debug!("{}: bad RX chain on queue {pair}: {e}", dst.cfg.name);
+        }
+    }
+    counters.add_rx(packets, bytes);
+    let notify = ring.publish_used();
+    let (next_avail, next_used) = (ring.next_avail(), ring.next_used());
+    let queue = st.get_queue_mut();
+    queue.set_next_avail(next_avail);
+    queue.set_next_used(next_used);
+    match notify {
+        Ok(true) => {
+            if let Err(e) = st.signal_used_queue() {
+                log::debug!("{}: RX call failed: {e}", dst.cfg.name);
+            }
+        }
+        Ok(false) => {}
+        Err(e) => {
+            conn.set_broken(q, true);
+            log::warn!("{}: RX queue {pair} stopped: {e}", dst.cfg.name);
+        }
+    }
+    Attempt::Done
+}
+
+/// Most iovecs one uplink frame takes: header, tag, and the frame's segments.
+const MAX_IOV: usize = quiver_virtio_net::MAX_FRAME_SEGS + 3;
+
+/// Sends one frame (given as buffers) to an uplink queue, inserting an 802.1Q tag
+/// after the MAC addresses when `vlan_tag` is set.
+pub fn to_uplink(
+    queue: &dyn UplinkQueue,
+    segs: &[Slice<'_>],
+    vlan_tag: Option<[u8; 4]>,
+) -> std::io::Result<usize> {
+    let hdr = ZERO_HDR;
+    let mut iov: ArrayVec<libc::iovec, MAX_IOV> = ArrayVec::new();
+    let push = |iov: &mut ArrayVec<libc::iovec, MAX_IOV>, ptr: *const u8, len: usize| {
+        if len > 0 && !iov.is_full() {
+            iov.push(libc::iovec {
+                iov_base: ptr.cast_mut().cast(),
+                iov_len: len,
+            });
+        }
+    };
+    push(&mut iov, hdr.as_ptr(), hdr.len());
+    let mut tag_bytes = [0u8; 4];
+    let mut split_at = vlan_tag.map(|t| {
+        tag_bytes = t;
+        12usize
+    });
+    for seg in segs {
+        let ptr = seg.ptr_guard().as_ptr();
+        let len = seg.len();
+        match split_at {
+            Some(at) if at <= len => {
+                push(&mut iov, ptr, at);
+                push(&mut iov, tag_bytes.as_ptr(), 4);
+                // at <= len: the rest of this segment follows the tag.
+                push(&mut iov, ptr.wrapping_add(at), len - at);
+                split_at = None;
+            }
+            Some(at) => {
+                push(&mut iov, ptr, len);
+                split_at = Some(at - len);
+            }
+            None => push(&mut iov, ptr, len),
+        }
+    }
+    // SAFETY: every iovec points into `hdr`, `tag_bytes` (both live on this stack
+    // frame) or a VolatileSlice the caller borrows from a guest-memory guard or a
+    // buffer it owns, all alive until `send` returns; lengths are those slices'.
+    unsafe { queue.send(&iov) }
+}
+
+/// The 802.1Q tag for an access VLAN (priority 0).
+pub fn vlan_tag(vid: u16) -> [u8; 4] {
+    let tci = (vid & 0x0fff).to_be_bytes();
+    [0x81, 0x00, tci[0], tci[1]]
+}

@@ -1,0 +1,246 @@
+//! A VNIC's connection loop: one thread per VNIC serves its socket forever, one
+//! front-end connection at a time, with fresh device state per connection.
+//!
+//! Server mode binds the socket once and keeps the listener across connections (QEMU
+//! `reconnect` comes back to the same path). Client mode connects to the front-end's
+//! socket and retries until it appears. A stop request ends the loop in both modes.
+
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use vhost::vhost_user::Listener;
+use vhost_user_backend::{ShutdownHandle, VhostUserDaemon};
+use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
+
+use crate::backend::NetBackend;
+use crate::config::{SocketMode, VnicConfig};
+use crate::fabric::Fabric;
+use crate::sockperm;
+use crate::vnic::{Conn, Vnic};
+use crate::vring;
+
+/// How often a waiting loop checks for a stop request.
+const TICK: Duration = Duration::from_millis(100);
+/// Client mode: delay between connection attempts.
+const RETRY: Duration = Duration::from_millis(500);
+
+/// Errors that keep a VNIC from serving at all.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("{vnic}: cannot create the socket directory {dir}")]
+    SocketDir {
+        vnic: String,
+        dir: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{vnic}: cannot listen on {path}")]
+    Listen {
+        vnic: String,
+        path: String,
+        #[source]
+        source: vhost::vhost_user::Error,
+    },
+    #[error("{vnic}: cannot set ownership or mode of {path}")]
+    Permissions {
+        vnic: String,
+        path: String,
+        #[source]
+        source: sockperm::PermError,
+    },
+    #[error("{vnic}: cannot start the connection thread")]
+    Spawn {
+        vnic: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+pub struct Session {
+    stop: Arc<AtomicBool>,
+    shutdown: Arc<Mutex<Option<ShutdownHandle>>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Session {
+    /// Binds (server mode) and starts serving `vnic`.
+    pub fn start(vnic: Arc<Vnic>, fabric: Arc<Fabric>) -> Result<Session, SessionError> {
+        let cfg = vnic.cfg.clone();
+        let listener = match cfg.mode {
+            SocketMode::Server => Some(bind(&cfg)?),
+            SocketMode::Client => None,
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let shutdown = Arc::new(Mutex::new(None));
+        let (s, h) = (stop.clone(), shutdown.clone());
+        let thread = std::thread::Builder::new()
+            .name(format!("vnic-{}", cfg.name))
+            .spawn(move || serve(&vnic, &fabric, listener, &s, &h))
+            .map_err(|source| SessionError::Spawn {
+                vnic: cfg.name.clone(),
+                source,
+            })?;
+        Ok(Session {
+            stop,
+            shutdown,
+            thread: Some(thread),
+        })
+    }
+
+    /// Disconnects the front-end, stops the loop and removes the socket (server mode).
+    pub fn stop(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self
+            .shutdown
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+        {
+            h.shutdown();
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn bind(cfg: &VnicConfig) -> Result<Listener, SessionError> {
+    let path = &cfg.socket;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|source| SessionError::SocketDir {
+            vnic: cfg.name.clone(),
+            dir: dir.display().to_string(),
+            source,
+        })?;
+    }
+    let listener = Listener::new(path, true).map_err(|source| SessionError::Listen {
+        vnic: cfg.name.clone(),
+        path: path.display().to_string(),
+        source,
+    })?;
+    sockperm::apply(
+        path,
+        cfg.socket_mode,
+        cfg.socket_owner.as_deref(),
+        cfg.socket_group.as_deref(),
+    )
+    .map_err(|source| SessionError::Permissions {
+        vnic: cfg.name.clone(),
+        path: path.display().to_string(),
+        source,
+    })?;
+    Ok(listener)
+}
+
+/// Waits until `fd` is readable or `stop` is set; true when readable.
+fn wait_readable(fd: i32, stop: &AtomicBool) -> bool {
+    while !stop.load(Ordering::Relaxed) {
+        let mut pfd = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = i32::try_from(TICK.as_millis()).unwrap_or(100);
+        // SAFETY: pfd is a valid pollfd on this stack frame, nfds is 1, and fd belongs
+        // to the listener the caller keeps alive across this call.
+        let r = unsafe { libc::poll(&mut pfd, 1, ms) };
+        if r > 0 {
+            return true;
+        }
+    }
+    false
+}
+
+fn serve(
+    vnic: &Arc<Vnic>,
+    fabric: &Arc<Fabric>,
+    mut listener: Option<Listener>,
+    stop: &AtomicBool,
+    shutdown: &Mutex<Option<ShutdownHandle>>,
+) {
+    let name = vnic.cfg.name.clone();
+    while !stop.load(Ordering::Relaxed) {
+        let mem = GuestMemoryAtomic::new(GuestMemoryMmap::new());
+        // vhost-user-backend creates the vrings inside `new`, on this thread.
+        let _ = vring::take_created();
+        let backend = NetBackend::new(vnic.clone(), fabric.clone());
+        let mut daemon = match VhostUserDaemon::new(name.clone(), backend.clone(), mem.clone()) {
+            Ok(d) => d,
+            Err(e) => {
+                log::error!("{name}: cannot create the vhost-user device: {e}");
+                std::thread::sleep(RETRY);
+                continue;
+            }
+        };
+        let vrings = vring::take_created();
+        let conn = Arc::new(Conn::new(mem, vrings));
+        backend.set_conn(conn.clone());
+        let started = match &mut listener {
+            Some(l) => {
+                if !wait_readable(l.as_raw_fd(), stop) {
+                    break;
+                }
+                daemon.start(l).map_err(|e| e.to_string())
+            }
+            None => connect_client(&mut daemon, &vnic.cfg.socket, stop),
+        };
+        if let Err(e) = started {
+            if !stop.load(Ordering::Relaxed) {
+                log::warn!("{name}: connection failed: {e}");
+                std::thread::sleep(RETRY);
+            }
+            continue;
+        }
+        vnic.events.connects.fetch_add(1, Ordering::Relaxed);
+        log::info!(
+            "{name}: front-end connected on {}",
+            vnic.cfg.socket.display()
+        );
+        vnic.set_conn(Some(conn));
+        *shutdown.lock().unwrap_or_else(PoisonError::into_inner) = daemon.shutdown_handle();
+        if stop.load(Ordering::Relaxed) {
+            daemon.request_shutdown();
+        }
+        let result = daemon.wait();
+        *shutdown.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        // Senders stop writing into this guest before its memory goes away (they may
+        // still hold the old Conn for the rest of a burst; it keeps the memory mapped).
+        vnic.set_conn(None);
+        vnic.events.disconnects.fetch_add(1, Ordering::Relaxed);
+        match result {
+            Ok(()) => log::info!("{name}: front-end disconnected"),
+            Err(e) => log::warn!("{name}: front-end connection ended: {e}"),
+        }
+        // Dropping the daemon stops and joins its workers.
+        drop(daemon);
+    }
+    drop(listener);
+}
+
+fn connect_client(
+    daemon: &mut VhostUserDaemon<NetBackend>,
+    path: &Path,
+    stop: &AtomicBool,
+) -> Result<(), String> {
+    let Some(path_str) = path.to_str() else {
+        return Err(format!("socket path {} is not UTF-8", path.display()));
+    };
+    let mut warned = false;
+    while !stop.load(Ordering::Relaxed) {
+        match daemon.start_client(path_str) {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                if !warned {
+                    log::info!("waiting for the front-end to listen on {path_str}: {e}");
+                    warned = true;
+                }
+                std::thread::sleep(RETRY);
+            }
+        }
+    }
+    Err("stopped".into())
+}

@@ -1,0 +1,207 @@
+//! Uplink pollers: one thread per uplink queue reads frames from the wire, learns
+//! their source MACs, and delivers them (grouped by destination VNIC) straight into
+//! the VNICs' RX rings. Idle pollers sleep in poll(2).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use arrayvec::ArrayVec;
+use quiver_switch::{forward, Decision, DropReason, PortId, Source};
+use quiver_virtio_net::Slice;
+use quiver_wire::MacAddr;
+
+use crate::deliver;
+use crate::fabric::Fabric;
+use crate::uplink_port::UplinkPort;
+
+const BURST: usize = 32;
+/// virtio_net_hdr + the largest frame quiver accepts (MTU 9216 + tagged header).
+const BUF_LEN: usize = 12 + 9216 + 18;
+/// How often an idle poller checks for shutdown.
+const POLL_MS: i32 = 200;
+
+pub struct Poller {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Poller {
+    pub fn start(up: Arc<UplinkPort>, fabric: Arc<Fabric>) -> std::io::Result<Poller> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut threads = Vec::new();
+        for qi in 0..up.dev.num_queues() {
+            let (up, fabric, stop) = (up.clone(), fabric.clone(), stop.clone());
+            let name = format!("up-{}-{qi}", up.cfg.name);
+            let t = std::thread::Builder::new()
+                .name(name)
+                .spawn(move || poll_queue(&up, qi, &fabric, &stop))?;
+            threads.push(t);
+        }
+        Ok(Poller { stop, threads })
+    }
+
+    pub fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn poll_queue(up: &UplinkPort, qi: usize, fabric: &Fabric, stop: &AtomicBool) {
+    let Some(queue) = up.dev.queue(qi) else {
+        return;
+    };
+    let Some(fd) = queue.rx_fd() else {
+        return;
+    };
+    let mut bufs: Vec<Vec<u8>> = (0..BURST).map(|_| vec![0u8; BUF_LEN]).collect();
+    let mut lens = [0usize; BURST];
+    let counters = &up.counters[qi.min(up.counters.len() - 1)];
+    while !stop.load(Ordering::Relaxed) {
+        let mut pfd = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: pfd is a valid pollfd on this stack frame and nfds is 1; fd is owned
+        // by the uplink, which `up` keeps alive for this thread's lifetime.
+        let r = unsafe { libc::poll(&mut pfd, 1, POLL_MS) };
+        if r <= 0 {
+            continue;
+        }
+        let mut n = 0;
+        while n < BURST {
+            match queue.recv(&mut bufs[n]) {
+                Ok(Some(len)) => {
+                    lens[n] = len;
+                    n += 1;
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    log::warn!("uplink {} queue {qi}: receive failed: {e}", up.cfg.name);
+                    std::thread::sleep(Duration::from_millis(100));
+                    break;
+                }
+            }
+        }
+        if n == 0 {
+            continue;
+        }
+        deliver_burst(up, qi, fabric, &mut bufs[..n], &lens[..n], counters);
+    }
+}
+
+/// Where one received frame goes, and the bytes it carries there.
+struct Routed {
+    port: Option<PortId>,
+    flood_vlan: Option<u16>,
+    /// Byte range of the frame in its buffer, and whether the 802.1Q tag is stripped.
+    strip_tag: bool,
+}
+
+fn deliver_burst(
+    up: &UplinkPort,
+    qi: usize,
+    fabric: &Fabric,
+    bufs: &mut [Vec<u8>],
+    lens: &[usize],
+    counters: &quiver_switch::QueueCounters,
+) {
+    let view = fabric.load();
+    let now = now_secs();
+    let mut routes: ArrayVec<Option<Routed>, BURST> = ArrayVec::new();
+    let (mut packets, mut bytes) = (0u64, 0u64);
+    for (buf, &len) in bufs.iter().zip(lens) {
+        packets += 1;
+        bytes += len.saturating_sub(12) as u64;
+        let frame = &buf[12.min(len)..len];
+        if frame.len() < 14 {
+            counters.add_drop(DropReason::Undersize, 1);
+            routes.push(None);
+            continue;
+        }
+        let dst = MacAddr([frame[0], frame[1], frame[2], frame[3], frame[4], frame[5]]);
+        let src = MacAddr([frame[6], frame[7], frame[8], frame[9], frame[10], frame[11]]);
+        let tagged = frame[12] == 0x81 && frame[13] == 0x00 && frame.len() >= 18;
+        let vlan = if tagged {
+            u16::from_be_bytes([frame[14], frame[15]]) & 0x0fff
+        } else {
+            0
+        };
+        fabric.learner.learn(&view.map, vlan, src, up.id, now);
+        let route = match forward(&view.map, Source::Uplink(up.id), vlan, dst) {
+            Decision::Port(p) => Some(Routed {
+                port: Some(p),
+                flood_vlan: None,
+                strip_tag: tagged,
+            }),
+            Decision::Flood { .. } => Some(Routed {
+                port: None,
+                flood_vlan: Some(vlan),
+                strip_tag: tagged,
+            }),
+            Decision::Uplink(_) => None,
+            Decision::Drop(reason) => {
+                counters.add_drop(reason, 1);
+                None
+            }
+        };
+        routes.push(route);
+    }
+    counters.add_rx(packets, bytes);
+    // Views of each frame without the vnet header (and without the tag when stripped).
+    let mut views: ArrayVec<ArrayVec<Slice<'_>, 2>, BURST> = ArrayVec::new();
+    for ((buf, &len), route) in bufs.iter_mut().zip(lens).zip(&routes) {
+        let mut v = ArrayVec::new();
+        let frame = &mut buf[12.min(len)..len];
+        if route.as_ref().is_some_and(|r| r.strip_tag) {
+            let (macs, rest) = frame.split_at_mut(12);
+            v.push(Slice::from(macs));
+            v.push(Slice::from(&mut rest[4..]));
+        } else {
+            v.push(Slice::from(frame));
+        }
+        views.push(v);
+    }
+    let frame_len = |v: &ArrayVec<Slice<'_>, 2>| v.iter().map(|s| s.len()).sum::<usize>();
+    let mut done = [false; BURST];
+    for i in 0..routes.len() {
+        let Some(route) = &routes[i] else { continue };
+        if done[i] {
+            continue;
+        }
+        if let Some(vlan) = route.flood_vlan {
+            done[i] = true;
+            for port in view.map.flood_set(vlan) {
+                let attached = view.map.port(*port).and_then(|s| s.uplink) == Some(up.id);
+                if let (true, Some(dst)) = (attached, view.vnic(*port)) {
+                    deliver::to_vnic(dst, qi, &[(&views[i][..], frame_len(&views[i]))]);
+                }
+            }
+            continue;
+        }
+        let Some(port) = route.port else { continue };
+        let mut group: ArrayVec<deliver::RxItem<'_>, BURST> = ArrayVec::new();
+        for j in i..routes.len() {
+            if !done[j] && routes[j].as_ref().is_some_and(|r| r.port == Some(port)) {
+                done[j] = true;
+                group.push((&views[j][..], frame_len(&views[j])));
+            }
+        }
+        match view.vnic(port) {
+            Some(dst) if view.map.port(port).and_then(|s| s.uplink) == Some(up.id) => {
+                deliver::to_vnic(dst, qi, &group)
+            }
+            _ => counters.add_drop(DropReason::NoRoute, group.len() as u64),
+        }
+    }
+}

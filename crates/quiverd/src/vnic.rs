@@ -1,0 +1,100 @@
+//! A VNIC: its configuration, counters and the current front-end connection's
+//! data-path handles (guest memory, vrings), which other workers use to write
+//! straight into its RX rings.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwapOption;
+use quiver_switch::{PortId, QueueCounters};
+use vhost_user_backend::VringMutex;
+
+use crate::backend::Mem;
+use crate::config::VnicConfig;
+
+/// Events that are not per-queue traffic.
+#[derive(Default)]
+pub struct VnicEvents {
+    pub connects: AtomicU64,
+    pub disconnects: AtomicU64,
+    /// Rings stopped because the guest corrupted them.
+    pub ring_errors: AtomicU64,
+}
+
+pub struct Vnic {
+    pub cfg: VnicConfig,
+    pub port: PortId,
+    /// Per queue pair: rx = toward the guest, tx = from the guest.
+    pub counters: Box<[QueueCounters]>,
+    pub events: VnicEvents,
+    conn: ArcSwapOption<Conn>,
+}
+
+impl Vnic {
+    pub fn new(cfg: VnicConfig, port: PortId) -> Self {
+        let pairs = usize::from(cfg.queue_pairs);
+        Vnic {
+            cfg,
+            port,
+            counters: (0..pairs).map(|_| QueueCounters::new()).collect(),
+            events: VnicEvents::default(),
+            conn: ArcSwapOption::empty(),
+        }
+    }
+
+    pub fn conn(&self) -> Option<Arc<Conn>> {
+        self.conn.load_full()
+    }
+
+    pub fn set_conn(&self, conn: Option<Arc<Conn>>) {
+        self.conn.store(conn);
+    }
+
+    pub fn counters(&self, pair: usize) -> &QueueCounters {
+        // pair < queue_pairs is guaranteed by callers; fall back to pair 0.
+        self.counters.get(pair).unwrap_or_else(|| &self.counters[0])
+    }
+}
+
+/// One front-end connection's handles.
+pub struct Conn {
+    pub mem: Mem,
+    /// Indexed by virtqueue: rx0, tx0, rx1, tx1, ...
+    pub vrings: Vec<VringMutex<Mem>>,
+    /// Negotiated virtio features (0 until SET_FEATURES).
+    pub features: AtomicU64,
+    /// Queues stopped after a ring error, until the front-end stops/restarts them.
+    pub broken: Box<[AtomicBool]>,
+}
+
+impl Conn {
+    pub fn new(mem: Mem, vrings: Vec<VringMutex<Mem>>) -> Self {
+        let n = vrings.len();
+        Conn {
+            mem,
+            vrings,
+            features: AtomicU64::new(0),
+            broken: (0..n).map(|_| AtomicBool::new(false)).collect(),
+        }
+    }
+
+    pub fn features(&self) -> u64 {
+        self.features.load(Ordering::Acquire)
+    }
+
+    pub fn has(&self, bit: u32) -> bool {
+        self.features() & (1u64 << bit) != 0
+    }
+
+    pub fn is_broken(&self, queue: usize) -> bool {
+        self.broken
+            .get(queue)
+            .is_none_or(|b| b.load(Ordering::Relaxed))
+    }
+
+    pub fn set_broken(&self, queue: usize, broken: bool) {
+        if let Some(b) = self.broken.get(queue) {
+            b.store(broken, Ordering::Relaxed);
+        }
+    }
+}

@@ -1,0 +1,330 @@
+//! One queue pair's worker: guest TX bursts, switched and delivered.
+//!
+//! A burst pops up to `BURST` TX chains under the TX vring lock, classifies each frame
+//! (anti-spoofing, VLAN, switching table), delivers frames grouped by destination (one
+//! RX-ring lock and one used-index publish per destination), then completes all chains
+//! with one used-index publish and at most one call. Because a burst finishes under the
+//! lock, GET_VRING_BASE (which takes it) always sees an exact base.
+
+use std::time::Duration;
+
+use arrayvec::ArrayVec;
+use quiver_switch::{check_source, forward, Decision, DropReason, PortId, Source, UplinkId};
+use quiver_virtio_net::ChainError;
+use quiver_virtio_net::{PopError, Slice, SplitRing, TxError, TxFrame, TxReader};
+use vhost_user_backend::VringT;
+use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
+use virtio_queue::QueueT;
+use vm_memory::GuestAddressSpace;
+
+use crate::deliver::{self, ring_addrs, RxItem};
+use crate::fabric::{Fabric, FabricView};
+use crate::ratelimit::RateLimiter;
+use crate::vnic::{Conn, Vnic};
+use crate::vring::Vring;
+use crate::warn_limited;
+
+/// TX chains taken per burst.
+pub const BURST: usize = 64;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Dest {
+    Port(PortId),
+    Uplink(UplinkId),
+    Flood,
+}
+
+struct Pending<'m> {
+    frame: TxFrame<'m>,
+    dest: Dest,
+    vlan: u16,
+}
+
+/// Per-pair state, owned by the pair's worker thread.
+pub struct Worker {
+    pair: usize,
+    log: RateLimiter,
+}
+
+impl Worker {
+    pub fn new(pair: usize) -> Self {
+        Worker {
+            pair,
+            log: RateLimiter::new(Duration::from_secs(5), 10),
+        }
+    }
+
+    pub fn process_tx(&mut self, vnic: &Vnic, conn: &Conn, fabric: &Fabric, tx: &Vring) {
+        let q = 2 * self.pair + 1;
+        if conn.is_broken(q) {
+            return;
+        }
+        let view = fabric.load();
+        let mem = conn.mem.memory();
+        let reader = TxReader {
+            indirect: conn.has(VIRTIO_RING_F_INDIRECT_DESC),
+            max_frame: vnic.cfg.max_frame(),
+        };
+        let event_idx = conn.has(VIRTIO_RING_F_EVENT_IDX);
+        let counters = vnic.counters(self.pair);
+        loop {
+            let mut st = tx.get_mut();
+            let queue = st.get_queue();
+            if !queue.ready() || !st.is_enabled() {
+                return;
+            }
+            let mut ring = match SplitRing::new(
+                &mem,
+                ring_addrs(queue),
+                event_idx,
+                queue.next_avail(),
+                queue.next_used(),
+            ) {
+                Ok(ring) => ring,
+                Err(e) => {
+                    self.stop(vnic, conn, q, &e);
+                    return;
+                }
+            };
+            let _ = ring.disable_notification();
+            let mut heads: ArrayVec<u16, BURST> = ArrayVec::new();
+            let mut batch: ArrayVec<Pending<'_>, BURST> = ArrayVec::new();
+            let mut drained = false;
+            let mut ring_error = None;
+            while !heads.is_full() {
+                let head = match ring.pop() {
+                    Ok(head) => head,
+                    Err(PopError::Empty) => {
+                        drained = true;
+                        break;
+                    }
+                    Err(PopError::Ring(e)) => {
+                        ring_error = Some(e);
+                        break;
+                    }
+                };
+                match reader.read(&mem, &ring, head) {
+                    Ok(frame) => {
+                        heads.push(head);
+                        match self.classify(vnic, &view, &frame) {
+                            Ok((dest, vlan)) => batch.push(Pending { frame, dest, vlan }),
+                            Err(reason) => counters.add_drop(reason, 1),
+                        }
+                    }
+                    Err(e) => {
+                        // A head outside the queue cannot be completed: skip it.
+                        if !matches!(e, TxError::Chain(ChainError::HeadOutOfRange { .. })) {
+                            heads.push(head);
+                        }
+                        let reason = match e {
+                            TxError::Oversize { .. } => DropReason::Oversize,
+                            TxError::Undersize { .. } => DropReason::Undersize,
+                            _ => DropReason::BadChain,
+                        };
+                        counters.add_drop(reason, 1);
+                        warn_limited!(
+                            self.log,
+                            "{}: TX queue {}: dropped chain {head}: {e}",
+                            vnic.cfg.name,
+                            self.pair
+                        );
+                    }
+                }
+            }
+            let (packets, bytes) = self.deliver(vnic, &view, &batch);
+            counters.add_tx(packets, bytes);
+            drop(batch);
+            for head in &heads {
+                if let Err(e) = ring.add_used(*head, 0) {
+                    ring_error = Some(e);
+                    break;
+                }
+            }
+            let notify = ring.publish_used();
+            let more = if drained && ring_error.is_none() {
+                ring.enable_notification().unwrap_or(false)
+            } else {
+                !drained
+            };
+            let (next_avail, next_used) = (ring.next_avail(), ring.next_used());
+            let queue = st.get_queue_mut();
+            queue.set_next_avail(next_avail);
+            queue.set_next_used(next_used);
+            match notify {
+                Ok(true) => {
+                    let _ = st.signal_used_queue();
+                }
+                Ok(false) => {}
+                Err(e) => ring_error = Some(e),
+            }
+            drop(st);
+            if let Some(e) = ring_error {
+                self.stop(vnic, conn, q, &e);
+                return;
+            }
+            if !more {
+                return;
+            }
+        }
+    }
+
+    /// The guest posted RX buffers. Frames never wait for them (senders write straight
+    /// into the ring or drop), so ask the guest not to kick for RX at all.
+    pub fn quiet_rx(&mut self, conn: &Conn, rx: &Vring) {
+        let st = rx.get_mut();
+        let queue = st.get_queue();
+        if !queue.ready() || conn.is_broken(2 * self.pair) {
+            return;
+        }
+        let mem = conn.mem.memory();
+        let event_idx = conn.has(VIRTIO_RING_F_EVENT_IDX);
+        if let Ok(mut ring) = SplitRing::new(
+            &mem,
+            ring_addrs(queue),
+            event_idx,
+            queue.next_avail(),
+            queue.next_used(),
+        ) {
+            let _ = ring.suppress_kicks();
+        }
+    }
+
+    fn stop(&mut self, vnic: &Vnic, conn: &Conn, q: usize, e: &dyn std::fmt::Display) {
+        conn.set_broken(q, true);
+        vnic.events
+            .ring_errors
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        vnic.counters(self.pair)
+            .add_drop(DropReason::QueueStopped, 1);
+        warn_limited!(
+            self.log,
+            "{}: TX queue {} stopped: {e}",
+            vnic.cfg.name,
+            self.pair
+        );
+    }
+
+    /// Anti-spoofing, VLAN and the switching decision for one guest frame.
+    fn classify(
+        &mut self,
+        vnic: &Vnic,
+        view: &FabricView,
+        frame: &TxFrame<'_>,
+    ) -> Result<(Dest, u16), DropReason> {
+        let mut eth = [0u8; 14];
+        if frame.peek(&mut eth) < 14 {
+            return Err(DropReason::Undersize);
+        }
+        let dst = quiver_wire::MacAddr([eth[0], eth[1], eth[2], eth[3], eth[4], eth[5]]);
+        let src = quiver_wire::MacAddr([eth[6], eth[7], eth[8], eth[9], eth[10], eth[11]]);
+        let tagged = eth[12] == 0x81 && eth[13] == 0x00;
+        let vlan = match vnic.cfg.vlan {
+            // An access port's guest sends untagged frames only.
+            Some(_) if tagged => return Err(DropReason::VlanMismatch),
+            Some(v) => v,
+            None => 0,
+        };
+        if let Err(reason) = check_source(&view.map, vnic.port, src) {
+            if reason == DropReason::Spoofed {
+                warn_limited!(
+                    self.log,
+                    "{}: dropped frame from {src}: the VNIC owns {} (set allow_spoof = true to permit)",
+                    vnic.cfg.name,
+                    vnic.cfg.mac
+                );
+            }
+            return Err(reason);
+        }
+        match forward(&view.map, Source::Port(vnic.port), vlan, dst) {
+            Decision::Port(p) => Ok((Dest::Port(p), vlan)),
+            Decision::Uplink(u) => Ok((Dest::Uplink(u), vlan)),
+            Decision::Flood { .. } => Ok((Dest::Flood, vlan)),
+            Decision::Drop(reason) => Err(reason),
+        }
+    }
+
+    /// Delivers a burst grouped by destination; returns frames and bytes sent on.
+    fn deliver(&mut self, vnic: &Vnic, view: &FabricView, batch: &[Pending<'_>]) -> (u64, u64) {
+        let mut done = [false; BURST];
+        let (mut packets, mut bytes) = (0u64, 0u64);
+        for i in 0..batch.len() {
+            if done[i] {
+                continue;
+            }
+            let dest = batch[i].dest;
+            let mut group: ArrayVec<RxItem<'_>, BURST> = ArrayVec::new();
+            for (j, p) in batch.iter().enumerate().skip(i) {
+                if !done[j] && p.dest == dest {
+                    done[j] = true;
+                    packets += 1;
+                    bytes += p.frame.len as u64;
+                    group.push((&p.frame.segs[..], p.frame.len));
+                }
+            }
+            match dest {
+                Dest::Port(p) => match view.vnic(p) {
+                    Some(dst) => deliver::to_vnic(dst, self.pair, &group),
+                    None => vnic
+                        .counters(self.pair)
+                        .add_drop(DropReason::NoRoute, group.len() as u64),
+                },
+                Dest::Uplink(u) => {
+                    for (segs, _) in &group {
+                        self.send_uplink(vnic, view, u, segs);
+                    }
+                }
+                Dest::Flood => {
+                    for (k, (segs, len)) in group.iter().enumerate() {
+                        let vlan = batch
+                            .iter()
+                            .skip(i)
+                            .filter(|p| p.dest == Dest::Flood)
+                            .nth(k)
+                            .map_or(0, |p| p.vlan);
+                        for port in view.map.flood_set(vlan) {
+                            if *port == vnic.port {
+                                continue;
+                            }
+                            if let Some(dst) = view.vnic(*port) {
+                                deliver::to_vnic(dst, self.pair, &[(segs, *len)]);
+                            }
+                        }
+                        if let Some(u) = view.map.port(vnic.port).and_then(|s| s.uplink) {
+                            self.send_uplink(vnic, view, u, segs);
+                        }
+                    }
+                }
+            }
+        }
+        (packets, bytes)
+    }
+
+    fn send_uplink(&mut self, vnic: &Vnic, view: &FabricView, u: UplinkId, segs: &[Slice<'_>]) {
+        let Some(up) = view.uplink(u) else {
+            vnic.counters(self.pair).add_drop(DropReason::NoRoute, 1);
+            return;
+        };
+        let nq = up.dev.num_queues();
+        if nq == 0 {
+            vnic.counters(self.pair).add_drop(DropReason::NoRoute, 1);
+            return;
+        }
+        let qi = self.pair % nq;
+        let Some(queue) = up.dev.queue(qi) else {
+            return;
+        };
+        let tag = vnic.cfg.vlan.map(deliver::vlan_tag);
+        match deliver::to_uplink(queue, segs, tag) {
+            Ok(n) => up.counters[qi].add_tx(1, n.saturating_sub(12) as u64),
+            Err(e) => {
+                up.counters[qi].add_drop(DropReason::UplinkError, 1);
+                warn_limited!(
+                    self.log,
+                    "{}: uplink {} send failed: {e}",
+                    vnic.cfg.name,
+                    up.cfg.name
+                );
+            }
+        }
+    }
+}
