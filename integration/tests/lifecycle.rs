@@ -1,0 +1,304 @@
+//! VNIC lifecycle: front-end disconnect/reconnect, SIGHUP adding and removing a VNIC,
+//! ring stop/restart on the same connection (QEMU set_link off/on), queue pairs
+//! disabled and re-enabled (guest `ethtool -L`), client mode, and clean shutdown —
+//! while other VNICs carry traffic without losing a frame.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{ensure, Context, Result};
+use quiver_integration::{vnic_all_drops, vnic_total, Quiverd};
+use quiver_testdriver::{parse_seq_frame, seq_frame, DriverConfig, Guest};
+
+const MAC1: [u8; 6] = [0x52, 0x54, 0, 0, 0, 1];
+const MAC2: [u8; 6] = [0x52, 0x54, 0, 0, 0, 2];
+const MAC3: [u8; 6] = [0x52, 0x54, 0, 0, 0, 3];
+const WAIT: Duration = Duration::from_secs(5);
+
+fn vnic(name: &str, mac: u8, extra: &str) -> String {
+    format!(
+        "[[vnic]]\nname = \"{name}\"\nsocket = \"@DIR@/{name}.sock\"\nmac = \"52:54:00:00:00:{mac:02x}\"\n{extra}\n"
+    )
+}
+
+fn sock(q: &Quiverd, name: &str) -> PathBuf {
+    q.dir.path().join(format!("{name}.sock"))
+}
+
+fn connect(q: &Quiverd, name: &str, mac: [u8; 6], pairs: u16) -> Result<Guest> {
+    let cfg = DriverConfig {
+        mac,
+        queue_pairs: pairs,
+        ..DriverConfig::default()
+    };
+    Guest::connect(&sock(q, name), cfg, WAIT).with_context(|| format!("connecting {name}"))
+}
+
+/// A vm1→vm2 stream with contiguous sequence numbers, advanced one window at a time.
+struct Stream {
+    next_tx: u64,
+    next_rx: u64,
+}
+
+impl Stream {
+    const ID: u32 = 42;
+
+    fn window(
+        &mut self,
+        a: &mut Guest,
+        b: &mut Guest,
+        n: u64,
+        mid: impl FnOnce() -> Result<()>,
+    ) -> Result<()> {
+        for _ in 0..n {
+            a.send(0, &seq_frame(MAC2, MAC1, Self::ID, self.next_tx, 200))?;
+            self.next_tx += 1;
+        }
+        // Whatever happens elsewhere happens while this window is in flight.
+        mid()?;
+        while self.next_rx < self.next_tx {
+            let (_, f) = b
+                .recv_any(WAIT)?
+                .with_context(|| format!("frame {} of the stream never arrived", self.next_rx))?;
+            if let Some((Self::ID, seq)) = parse_seq_frame(&f.data) {
+                ensure!(
+                    seq == self.next_rx,
+                    "seq {seq} where {} was expected",
+                    self.next_rx
+                );
+                self.next_rx += 1;
+            }
+        }
+        a.reclaim_tx(0);
+        Ok(())
+    }
+}
+
+fn exchange(a: &mut Guest, b: &mut Guest, dst: [u8; 6], src: [u8; 6], stream: u32) -> Result<()> {
+    for s in 0..5 {
+        a.send(0, &seq_frame(dst, src, stream, s, 100))?;
+    }
+    let mut got = 0;
+    while got < 5 {
+        let (_, f) = b
+            .recv_any(WAIT)?
+            .with_context(|| format!("stream {stream} frame {got} lost"))?;
+        if parse_seq_frame(&f.data).is_some_and(|(sid, _)| sid == stream) {
+            got += 1;
+        }
+    }
+    a.reclaim_tx(0);
+    Ok(())
+}
+
+#[test]
+fn reconnecting_one_vnic_does_not_disturb_another() -> Result<()> {
+    let cfg = [vnic("vm1", 1, ""), vnic("vm2", 2, ""), vnic("vm3", 3, "")].concat();
+    let q = Quiverd::start("reconnect", &cfg)?;
+    let mut g1 = connect(&q, "vm1", MAC1, 1)?;
+    let mut g2 = connect(&q, "vm2", MAC2, 1)?;
+    let mut st = Stream {
+        next_tx: 0,
+        next_rx: 0,
+    };
+    let mut g3 = Some(connect(&q, "vm3", MAC3, 1)?);
+    for round in 0..6 {
+        st.window(&mut g1, &mut g2, 64, || {
+            // Drop vm3's connection, then come back with fresh device state.
+            if let Some(g) = g3.take() {
+                g.disconnect();
+            }
+            Ok(())
+        })?;
+        st.window(&mut g1, &mut g2, 64, || Ok(()))?;
+        let mut g = connect(&q, "vm3", MAC3, 1).with_context(|| format!("round {round}"))?;
+        exchange(&mut g, &mut g1, MAC1, MAC3, 100 + round)
+            .with_context(|| format!("round {round}: vm3 after reconnect"))?;
+        g3 = Some(g);
+    }
+    let s = q.stats()?;
+    ensure!(
+        vnic_all_drops(&s, "vm1") == 0 && vnic_all_drops(&s, "vm2") == 0,
+        "drops: {s:#}"
+    );
+    ensure!(
+        vnic_total(&s, "vm2", "rx_packets") == st.next_tx,
+        "vm2 rx: {s:#}"
+    );
+    ensure!(
+        s["vnics"]["vm3"]["connects"].as_u64() == Some(7),
+        "vm3 connects: {s:#}"
+    );
+    ensure!(
+        s["vnics"]["vm1"]["connects"].as_u64() == Some(1),
+        "vm1 reconnected: {s:#}"
+    );
+    Ok(())
+}
+
+#[test]
+fn sighup_adds_and_removes_a_vnic_without_touching_the_others() -> Result<()> {
+    let two = [vnic("vm1", 1, ""), vnic("vm2", 2, "")].concat();
+    let three = [two.clone(), vnic("vm3", 3, "")].concat();
+    let q = Quiverd::start("sighup", &two)?;
+    let mut g1 = connect(&q, "vm1", MAC1, 1)?;
+    let mut g2 = connect(&q, "vm2", MAC2, 1)?;
+    let mut st = Stream {
+        next_tx: 0,
+        next_rx: 0,
+    };
+    st.window(&mut g1, &mut g2, 64, || q.reload(&three))?;
+    let mut g3 = connect(&q, "vm3", MAC3, 1).context("vm3 after SIGHUP")?;
+    st.window(&mut g1, &mut g2, 64, || Ok(()))?;
+    exchange(&mut g3, &mut g1, MAC1, MAC3, 7)?;
+    exchange(&mut g1, &mut g3, MAC3, MAC1, 8)?;
+    st.window(&mut g1, &mut g2, 64, || q.reload(&two))?;
+    // vm3's socket goes away and its front-end is disconnected.
+    let deadline = std::time::Instant::now() + WAIT;
+    while sock(&q, "vm3").exists() {
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "vm3's socket was not removed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    st.window(&mut g1, &mut g2, 64, || Ok(()))?;
+    let s = q.stats()?;
+    ensure!(s["vnics"].get("vm3").is_none(), "vm3 still present: {s:#}");
+    ensure!(
+        vnic_all_drops(&s, "vm1") == 0 && vnic_all_drops(&s, "vm2") == 0,
+        "drops: {s:#}"
+    );
+    ensure!(
+        s["vnics"]["vm1"]["connects"].as_u64() == Some(1),
+        "vm1 was reconnected: {s:#}"
+    );
+    ensure!(
+        s["vnics"]["vm2"]["connects"].as_u64() == Some(1),
+        "vm2 was reconnected: {s:#}"
+    );
+    // A broken configuration is refused and changes nothing.
+    q.reload("[[vnic]]\nname = \"vm1\"\n")?;
+    std::thread::sleep(Duration::from_millis(300));
+    st.window(&mut g1, &mut g2, 64, || Ok(()))?;
+    ensure!(q.log_text().contains("reload refused"), "no refusal logged");
+    Ok(())
+}
+
+#[test]
+fn rings_stopped_and_restarted_on_one_connection_resume_exactly() -> Result<()> {
+    let q = Quiverd::start(
+        "setlink",
+        &[vnic("vm1", 1, ""), vnic("vm2", 2, "")].concat(),
+    )?;
+    let mut g1 = connect(&q, "vm1", MAC1, 1)?;
+    let mut g2 = connect(&q, "vm2", MAC2, 1)?;
+    let mut st = Stream {
+        next_tx: 0,
+        next_rx: 0,
+    };
+    for _ in 0..3 {
+        st.window(&mut g1, &mut g2, 100, || Ok(()))?;
+        // As QEMU does for set_link off / on: GET_VRING_BASE on every ring, then the
+        // rings are set up again on the same connection.
+        let bases = g1.stop()?;
+        ensure!(bases.len() == 2, "bases {bases:?}");
+        // TX base = every frame sent so far was taken by the device.
+        ensure!(
+            u64::from(bases[1]) == st.next_tx % 65536,
+            "TX base {} after {} frames",
+            bases[1],
+            st.next_tx
+        );
+        g1.restart()?;
+        let bases = g2.stop()?;
+        ensure!(bases.len() == 2, "bases {bases:?}");
+        g2.restart()?;
+    }
+    st.window(&mut g1, &mut g2, 100, || Ok(()))?;
+    let s = q.stats()?;
+    ensure!(
+        vnic_all_drops(&s, "vm1") == 0 && vnic_all_drops(&s, "vm2") == 0,
+        "drops: {s:#}"
+    );
+    Ok(())
+}
+
+#[test]
+fn frames_go_only_to_enabled_queue_pairs() -> Result<()> {
+    let cfg = [
+        vnic("vm1", 1, "queue_pairs = 4"),
+        vnic("vm2", 2, "queue_pairs = 4"),
+    ]
+    .concat();
+    let q = Quiverd::start("ethtool-l", &cfg)?;
+    let mut g1 = connect(&q, "vm1", MAC1, 4)?;
+    let mut g2 = connect(&q, "vm2", MAC2, 4)?;
+    // Like `ethtool -L eth0 combined 1`, then 4, then 2.
+    for active in [1u16, 4, 2] {
+        for p in 0..4 {
+            g2.set_pair_enabled(p, p < active)?;
+        }
+        for p in 0..4u16 {
+            for s in 0..8 {
+                g1.send(
+                    p,
+                    &seq_frame(MAC2, MAC1, u32::from(active), u64::from(p) * 100 + s, 120),
+                )?;
+            }
+        }
+        for n in 0..32 {
+            let (pair, f) = g2
+                .recv_any(WAIT)?
+                .with_context(|| format!("combined {active}: frame {n} lost"))?;
+            ensure!(
+                pair < active,
+                "combined {active}: frame arrived on disabled pair {pair}"
+            );
+            ensure!(parse_seq_frame(&f.data).is_some());
+        }
+        for p in 0..4 {
+            g1.reclaim_tx(p);
+        }
+    }
+    let s = q.stats()?;
+    ensure!(vnic_all_drops(&s, "vm2") == 0, "drops: {s:#}");
+    Ok(())
+}
+
+#[test]
+fn client_mode_connects_and_retries() -> Result<()> {
+    let cfg = [vnic("vm1", 1, ""), vnic("vm2", 2, "mode = \"client\"")].concat();
+    let q = Quiverd::start("client", &cfg)?;
+    let mut g1 = connect(&q, "vm1", MAC1, 1)?;
+    for round in 0..2 {
+        // The front-end listens; quiverd connects (and keeps retrying until it can).
+        let cfg2 = DriverConfig {
+            mac: MAC2,
+            ..DriverConfig::default()
+        };
+        let mut g2 = Guest::listen(&sock(&q, "vm2"), cfg2, Duration::from_secs(10))
+            .with_context(|| format!("round {round}: quiverd never connected"))?;
+        exchange(&mut g1, &mut g2, MAC2, MAC1, 20 + round)?;
+        exchange(&mut g2, &mut g1, MAC1, MAC2, 30 + round)?;
+        g2.disconnect();
+        let _ = std::fs::remove_file(sock(&q, "vm2"));
+    }
+    Ok(())
+}
+
+#[test]
+fn sigterm_removes_sockets_and_exits_zero() -> Result<()> {
+    let mut q = Quiverd::start(
+        "sigterm",
+        &[vnic("vm1", 1, ""), vnic("vm2", 2, "")].concat(),
+    )?;
+    let _g1 = connect(&q, "vm1", MAC1, 1)?;
+    let status = q.stop()?;
+    ensure!(status.success(), "quiverd exited with {status}");
+    ensure!(
+        !sock(&q, "vm1").exists() && !sock(&q, "vm2").exists(),
+        "sockets left behind"
+    );
+    Ok(())
+}
