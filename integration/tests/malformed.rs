@@ -56,6 +56,9 @@ fn frame_buf(g: &mut Guest, len: usize) -> Result<u64> {
     Ok(gpa)
 }
 
+/// (name, indirect table contents, the chain, the drop counter it must raise)
+type Case = (&'static str, Option<Vec<RawDesc>>, Vec<RawDesc>, &'static str);
+
 #[test]
 fn bad_tx_chains_are_completed_empty_and_counted() -> Result<()> {
     let q = Quiverd::start("malformed", CONFIG)?;
@@ -93,7 +96,7 @@ fn bad_tx_chains_are_completed_empty_and_counted() -> Result<()> {
         |g: &mut Guest, descs: &[RawDesc]| g.write_mem(table, &RawDesc::encode_table(descs));
 
     // (name, table contents for an indirect case, chain, counter)
-    let cases: Vec<(&str, Option<Vec<RawDesc>>, Vec<RawDesc>, &str)> = vec![
+    let cases: Vec<Case> = vec![
         (
             "write-only TX descriptor",
             None,
@@ -162,8 +165,7 @@ fn bad_tx_chains_are_completed_empty_and_counted() -> Result<()> {
             "bad_chain",
         ),
     ];
-    let mut seq = 0;
-    for (name, table_descs, chain, counter) in cases {
+    for (seq, (name, table_descs, chain, counter)) in (0u64..).zip(cases) {
         if let Some(t) = &table_descs {
             write_table(&mut g1, t)?;
         }
@@ -191,7 +193,6 @@ fn bad_tx_chains_are_completed_empty_and_counted() -> Result<()> {
             vnic_drops(s, "vm1", counter) == before + 1
         })?;
         good_frame_flows(&mut g1, &mut g2, seq).with_context(|| name.to_string())?;
-        seq += 1;
     }
     ensure!(
         q.log_text().contains("dropped chain"),
