@@ -57,7 +57,12 @@ fn frame_buf(g: &mut Guest, len: usize) -> Result<u64> {
 }
 
 /// (name, indirect table contents, the chain, the drop counter it must raise)
-type Case = (&'static str, Option<Vec<RawDesc>>, Vec<RawDesc>, &'static str);
+type Case = (
+    &'static str,
+    Option<Vec<RawDesc>>,
+    Vec<RawDesc>,
+    &'static str,
+);
 
 #[test]
 fn bad_tx_chains_are_completed_empty_and_counted() -> Result<()> {

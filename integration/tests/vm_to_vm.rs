@@ -240,3 +240,18 @@ fn spoofed_source_is_dropped_and_counted() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn memory_registered_slot_by_slot() -> Result<()> {
+    // CONFIGURE_MEM_SLOTS: the front-end registers memory with ADD_MEM_REG.
+    let base = DriverConfig {
+        mem_slots: true,
+        ..DriverConfig::default()
+    };
+    let q = Quiverd::start("memslots", &two_vnics(1, 1500))?;
+    let mut g1 = guest(&q, "vm1", MAC1, &base)?;
+    let mut g2 = guest(&q, "vm2", MAC2, &base)?;
+    stream(&mut g1, &mut g2, MAC2, MAC1, 0, 100, 1000)?;
+    stream(&mut g2, &mut g1, MAC1, MAC2, 0, 100, 64)?;
+    Ok(())
+}

@@ -55,6 +55,10 @@ struct Args {
     log_level: String,
 }
 
+/// Learned uplink MACs not heard from for this long are forgotten (802.1D default).
+const MAC_AGE_SECS: u64 = 300;
+const MAC_AGING_PERIOD: Duration = Duration::from_secs(10);
+
 /// Formats an error with its chain of causes: "a: b: c".
 pub fn report(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
@@ -123,6 +127,7 @@ fn run(path: &std::path::Path, stats_file: Option<&std::path::Path>) -> anyhow::
         }
     };
     write_stats(&daemon);
+    let mut last_aging = std::time::Instant::now();
     loop {
         let mut quit = false;
         for sig in signals.pending() {
@@ -150,6 +155,16 @@ fn run(path: &std::path::Path, stats_file: Option<&std::path::Path>) -> anyhow::
             break;
         }
         write_stats(&daemon);
+        if last_aging.elapsed() >= MAC_AGING_PERIOD {
+            last_aging = std::time::Instant::now();
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let aged = daemon.fabric().learner.age(now, MAC_AGE_SECS);
+            if aged > 0 {
+                log::debug!("aged out {aged} learned MACs");
+            }
+        }
         std::thread::sleep(Duration::from_millis(250));
     }
     log::info!("shutting down");
