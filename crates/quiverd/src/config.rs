@@ -356,24 +356,6 @@ impl Config {
     }
 }
 
-/// Offset of the line that sets the key named in an "unknown field `k`" message,
-/// searching from `from` (the table's start).
-fn unknown_key_offset(text: &str, from: usize, message: &str) -> Option<usize> {
-    let key = message.strip_prefix("unknown field `")?.split('`').next()?;
-    let mut offset = from.min(text.len());
-    for line in text.get(offset..)?.split_inclusive('\n') {
-        let trimmed = line.trim_start();
-        if trimmed
-            .strip_prefix(key)
-            .is_some_and(|rest| rest.trim_start().starts_with('='))
-        {
-            return Some(offset + (line.len() - trimmed.len()));
-        }
-        offset += line.len();
-    }
-    None
-}
-
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
