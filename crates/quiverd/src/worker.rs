@@ -274,29 +274,30 @@ impl Worker {
                     }
                 }
                 Dest::Flood => {
-                    for (k, (segs, len)) in group.iter().enumerate() {
-                        let vlan = batch
-                            .iter()
-                            .skip(i)
-                            .filter(|p| p.dest == Dest::Flood)
-                            .nth(k)
-                            .map_or(0, |p| p.vlan);
-                        for port in view.map.flood_set(vlan) {
-                            if *port == vnic.port {
-                                continue;
-                            }
-                            if let Some(dst) = view.vnic(*port) {
-                                deliver::to_vnic(dst, self.pair, &[(segs, *len)]);
-                            }
-                        }
-                        if let Some(u) = view.map.port(vnic.port).and_then(|s| s.uplink) {
-                            self.send_uplink(vnic, view, u, segs);
-                        }
+                    let floods = batch.iter().skip(i).filter(|p| p.dest == Dest::Flood);
+                    for p in floods {
+                        self.flood(vnic, view, p);
                     }
                 }
             }
         }
         (packets, bytes)
+    }
+
+    /// Broadcast/multicast: every other port on the VLAN, and the port's uplink.
+    fn flood(&mut self, vnic: &Vnic, view: &FabricView, p: &Pending<'_>) {
+        let item: [RxItem<'_>; 1] = [(&p.frame.segs[..], p.frame.len)];
+        for port in view.map.flood_set(p.vlan) {
+            if *port == vnic.port {
+                continue;
+            }
+            if let Some(dst) = view.vnic(*port) {
+                deliver::to_vnic(dst, self.pair, &item);
+            }
+        }
+        if let Some(u) = view.map.port(vnic.port).and_then(|s| s.uplink) {
+            self.send_uplink(vnic, view, u, &p.frame.segs);
+        }
     }
 
     fn send_uplink(&mut self, vnic: &Vnic, view: &FabricView, u: UplinkId, segs: &[Slice<'_>]) {
