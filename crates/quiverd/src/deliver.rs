@@ -204,3 +204,68 @@ pub fn vlan_tag(vid: u16) -> [u8; 4] {
     let tci = (vid & 0x0fff).to_be_bytes();
     [0x81, 0x00, tci[0], tci[1]]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// An uplink queue that records what it is asked to send.
+    #[derive(Default)]
+    struct Capture(Mutex<Vec<Vec<u8>>>);
+
+    impl UplinkQueue for Capture {
+        fn rx_fd(&self) -> Option<std::os::fd::RawFd> {
+            None
+        }
+        fn recv(&self, _buf: &mut [u8]) -> std::io::Result<Option<usize>> {
+            Ok(None)
+        }
+        unsafe fn send(&self, iov: &[libc::iovec]) -> std::io::Result<usize> {
+            let mut out = Vec::new();
+            for v in iov {
+                // SAFETY: the caller guarantees each iovec is readable for iov_len.
+                out.extend_from_slice(unsafe {
+                    std::slice::from_raw_parts(v.iov_base.cast::<u8>(), v.iov_len)
+                });
+            }
+            let n = out.len();
+            self.0.lock().expect("lock").push(out);
+            Ok(n)
+        }
+    }
+
+    fn frame() -> Vec<u8> {
+        (0..64u8).collect()
+    }
+
+    #[test]
+    fn uplink_frames_get_a_header_and_optionally_a_tag_at_byte_12() {
+        // The tag must land after the MAC addresses however the frame is split.
+        for split in [1usize, 6, 11, 12, 13, 40, 63] {
+            let mut f = frame();
+            let (a, b) = f.split_at_mut(split);
+            let segs = [Slice::from(a), Slice::from(b)];
+            let cap = Capture::default();
+            to_uplink(&cap, &segs, Some(vlan_tag(100))).expect("send");
+            to_uplink(&cap, &segs, None).expect("send");
+            let sent = cap.0.lock().expect("lock");
+            let want_tagged: Vec<u8> = [0u8; 12]
+                .iter()
+                .chain(&frame()[..12])
+                .chain(&[0x81, 0x00, 0x00, 100])
+                .chain(&frame()[12..])
+                .copied()
+                .collect();
+            assert_eq!(sent[0], want_tagged, "split at {split}");
+            let want_plain: Vec<u8> = [0u8; 12].iter().chain(&frame()).copied().collect();
+            assert_eq!(sent[1], want_plain, "split at {split}");
+        }
+    }
+
+    #[test]
+    fn vlan_tag_encodes_the_vid() {
+        assert_eq!(vlan_tag(4094), [0x81, 0x00, 0x0f, 0xfe]);
+        assert_eq!(vlan_tag(1), [0x81, 0x00, 0x00, 0x01]);
+    }
+}
