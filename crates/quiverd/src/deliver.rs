@@ -4,12 +4,14 @@
 use arrayvec::ArrayVec;
 use quiver_switch::DropReason;
 use quiver_uplink::UplinkQueue;
-use quiver_virtio_net::{RingAddrs, RxOutcome, RxWriter, Slice, SplitRing};
+use quiver_virtio_net::{RingAddrs, RxError, RxOutcome, RxWriter, Slice};
 use vhost_user_backend::VringT;
 use virtio_bindings::virtio_net::VIRTIO_NET_F_MRG_RXBUF;
 use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
 use virtio_queue::QueueT;
 use vm_memory::GuestAddressSpace;
+
+use crate::vq;
 
 use crate::vnic::{Conn, Vnic};
 
@@ -73,22 +75,10 @@ fn try_pair(dst: &Vnic, conn: &Conn, pair: usize, frames: &[RxItem<'_>]) -> Atte
     }
     let counters = dst.counters(pair);
     let mem = conn.mem.memory();
-    let queue = st.get_queue();
-    let event_idx = conn.has(VIRTIO_RING_F_EVENT_IDX);
-    let mut ring = match SplitRing::new(
-        &mem,
-        ring_addrs(queue),
-        event_idx,
-        queue.next_avail(),
-        queue.next_used(),
-    ) {
+    let mut ring = match vq::open(&mem, &st, conn.has(VIRTIO_RING_F_EVENT_IDX)) {
         Ok(ring) => ring,
         Err(e) => {
-            conn.set_broken(q, true);
-            dst.events
-                .ring_errors
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            log::warn!("{}: RX queue {pair} stopped: {e}", dst.cfg.name);
+            dst.ring_stopped(conn, q, &e);
             counters.add_drop(DropReason::QueueStopped, frames.len() as u64);
             return Attempt::Done;
         }
@@ -99,6 +89,7 @@ fn try_pair(dst: &Vnic, conn: &Conn, pair: usize, frames: &[RxItem<'_>]) -> Atte
     };
     let mut bad = quiver_virtio_net::BadChains::default();
     let (mut packets, mut bytes) = (0u64, 0u64);
+    let mut ring_error = None;
     for (i, (segs, len)) in frames.iter().enumerate() {
         match writer.write(&mem, &mut ring, &ZERO_HDR, segs, *len, &mut bad) {
             Ok(RxOutcome::Delivered { .. }) => {
@@ -111,13 +102,9 @@ fn try_pair(dst: &Vnic, conn: &Conn, pair: usize, frames: &[RxItem<'_>]) -> Atte
                 break;
             }
             Ok(RxOutcome::TooSmall) => counters.add_drop(DropReason::Oversize, 1),
-            Err(e) => {
-                conn.set_broken(q, true);
-                dst.events
-                    .ring_errors
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                log::warn!("{}: RX queue {pair} stopped: {e}", dst.cfg.name);
+            Err(RxError::Ring(e)) => {
                 counters.add_drop(DropReason::QueueStopped, (frames.len() - i) as u64);
+                ring_error = Some(e);
                 break;
             }
         }
@@ -129,22 +116,11 @@ fn try_pair(dst: &Vnic, conn: &Conn, pair: usize, frames: &[RxItem<'_>]) -> Atte
         }
     }
     counters.add_rx(packets, bytes);
-    let notify = ring.publish_used();
-    let (next_avail, next_used) = (ring.next_avail(), ring.next_used());
-    let queue = st.get_queue_mut();
-    queue.set_next_avail(next_avail);
-    queue.set_next_used(next_used);
-    match notify {
-        Ok(true) => {
-            if let Err(e) = st.signal_used_queue() {
-                log::debug!("{}: RX call failed: {e}", dst.cfg.name);
-            }
-        }
-        Ok(false) => {}
-        Err(e) => {
-            conn.set_broken(q, true);
-            log::warn!("{}: RX queue {pair} stopped: {e}", dst.cfg.name);
-        }
+    if let Err(e) = vq::close(&mut st, &mut ring) {
+        ring_error.get_or_insert(e);
+    }
+    if let Some(e) = ring_error {
+        dst.ring_stopped(conn, q, &e);
     }
     Attempt::Done
 }

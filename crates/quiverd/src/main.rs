@@ -13,6 +13,7 @@ mod stats;
 mod uplink_port;
 mod uplink_rx;
 mod vnic;
+mod vq;
 mod vring;
 mod worker;
 

@@ -3,7 +3,8 @@
 //! straight into its RX rings.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use quiver_switch::{PortId, QueueCounters};
@@ -11,6 +12,8 @@ use vhost_user_backend::VringMutex;
 
 use crate::backend::Mem;
 use crate::config::VnicConfig;
+use crate::ratelimit::RateLimiter;
+use crate::warn_limited;
 
 /// Events that are not per-queue traffic.
 #[derive(Default)]
@@ -28,6 +31,8 @@ pub struct Vnic {
     pub counters: Box<[QueueCounters]>,
     pub events: VnicEvents,
     conn: ArcSwapOption<Conn>,
+    /// Guest-triggered warnings about this VNIC's rings.
+    log: Mutex<RateLimiter>,
 }
 
 impl Vnic {
@@ -39,6 +44,7 @@ impl Vnic {
             counters: (0..pairs).map(|_| QueueCounters::new()).collect(),
             events: VnicEvents::default(),
             conn: ArcSwapOption::empty(),
+            log: Mutex::new(RateLimiter::new(Duration::from_secs(5), 5)),
         }
     }
 
@@ -48,6 +54,16 @@ impl Vnic {
 
     pub fn set_conn(&self, conn: Option<Arc<Conn>>) {
         self.conn.store(conn);
+    }
+
+    /// Stops virtqueue `q` of this connection after a ring error until the front-end
+    /// restarts it: counted and logged (rate-limited: the guest controls how often).
+    pub fn ring_stopped(&self, conn: &Conn, q: usize, e: &dyn std::fmt::Display) {
+        conn.set_broken(q, true);
+        self.events.ring_errors.fetch_add(1, Ordering::Relaxed);
+        let mut log = self.log.lock().unwrap_or_else(PoisonError::into_inner);
+        let dir = if q % 2 == 0 { "RX" } else { "TX" };
+        warn_limited!(log, "{}: {dir} queue {} stopped: {e}", self.cfg.name, q / 2);
     }
 
     pub fn counters(&self, pair: usize) -> &QueueCounters {

@@ -11,16 +11,17 @@ use std::time::Duration;
 use arrayvec::ArrayVec;
 use quiver_switch::{check_source, forward, Decision, DropReason, PortId, Source, UplinkId};
 use quiver_virtio_net::ChainError;
-use quiver_virtio_net::{PopError, Slice, SplitRing, TxError, TxFrame, TxReader};
+use quiver_virtio_net::{PopError, Slice, TxError, TxFrame, TxReader};
 use vhost_user_backend::VringT;
 use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
 use virtio_queue::QueueT;
 use vm_memory::GuestAddressSpace;
 
-use crate::deliver::{self, ring_addrs, RxItem};
+use crate::deliver::{self, RxItem};
 use crate::fabric::{Fabric, FabricView};
 use crate::ratelimit::RateLimiter;
 use crate::vnic::{Conn, Vnic};
+use crate::vq;
 use crate::vring::Vring;
 use crate::warn_limited;
 
@@ -69,20 +70,13 @@ impl Worker {
         let counters = vnic.counters(self.pair);
         loop {
             let mut st = tx.get_mut();
-            let queue = st.get_queue();
-            if !queue.ready() || !st.is_enabled() {
+            if !st.get_queue().ready() || !st.is_enabled() {
                 return;
             }
-            let mut ring = match SplitRing::new(
-                &mem,
-                ring_addrs(queue),
-                event_idx,
-                queue.next_avail(),
-                queue.next_used(),
-            ) {
+            let mut ring = match vq::open(&mem, &st, event_idx) {
                 Ok(ring) => ring,
                 Err(e) => {
-                    self.stop(vnic, conn, q, &e);
+                    vnic.ring_stopped(conn, q, &e);
                     return;
                 }
             };
@@ -140,26 +134,18 @@ impl Worker {
                     break;
                 }
             }
-            let notify = ring.publish_used();
+            if let Err(e) = vq::close(&mut st, &mut ring) {
+                ring_error.get_or_insert(e);
+            }
+            // Drained: re-arm kicks, and go on if the guest added chains meanwhile.
             let more = if drained && ring_error.is_none() {
                 ring.enable_notification().unwrap_or(false)
             } else {
                 !drained
             };
-            let (next_avail, next_used) = (ring.next_avail(), ring.next_used());
-            let queue = st.get_queue_mut();
-            queue.set_next_avail(next_avail);
-            queue.set_next_used(next_used);
-            match notify {
-                Ok(true) => {
-                    let _ = st.signal_used_queue();
-                }
-                Ok(false) => {}
-                Err(e) => ring_error = Some(e),
-            }
             drop(st);
             if let Some(e) = ring_error {
-                self.stop(vnic, conn, q, &e);
+                vnic.ring_stopped(conn, q, &e);
                 return;
             }
             if !more {
@@ -172,36 +158,13 @@ impl Worker {
     /// into the ring or drop), so ask the guest not to kick for RX at all.
     pub fn quiet_rx(&mut self, conn: &Conn, rx: &Vring) {
         let st = rx.get_mut();
-        let queue = st.get_queue();
-        if !queue.ready() || conn.is_broken(2 * self.pair) {
+        if !st.get_queue().ready() || conn.is_broken(2 * self.pair) {
             return;
         }
         let mem = conn.mem.memory();
-        let event_idx = conn.has(VIRTIO_RING_F_EVENT_IDX);
-        if let Ok(mut ring) = SplitRing::new(
-            &mem,
-            ring_addrs(queue),
-            event_idx,
-            queue.next_avail(),
-            queue.next_used(),
-        ) {
+        if let Ok(mut ring) = vq::open(&mem, &st, conn.has(VIRTIO_RING_F_EVENT_IDX)) {
             let _ = ring.suppress_kicks();
         }
-    }
-
-    fn stop(&mut self, vnic: &Vnic, conn: &Conn, q: usize, e: &dyn std::fmt::Display) {
-        conn.set_broken(q, true);
-        vnic.events
-            .ring_errors
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        vnic.counters(self.pair)
-            .add_drop(DropReason::QueueStopped, 1);
-        warn_limited!(
-            self.log,
-            "{}: TX queue {} stopped: {e}",
-            vnic.cfg.name,
-            self.pair
-        );
     }
 
     /// Anti-spoofing, VLAN and the switching decision for one guest frame.
