@@ -28,7 +28,13 @@ pub struct TxArena {
 impl TxArena {
     /// An arena over `size` bytes at guest-physical `base`.
     pub fn new(base: u64, size: u64) -> Self {
-        TxArena { base, size, head: 0, live: VecDeque::new(), next_id: 0 }
+        TxArena {
+            base,
+            size,
+            head: 0,
+            live: VecDeque::new(),
+            next_id: 0,
+        }
     }
 
     /// Allocate `len` bytes aligned to `align` (power of two); returns (span id, gpa).
@@ -65,7 +71,11 @@ impl TxArena {
         let id = self.next_id;
         self.next_id += 1;
         self.head = start + need;
-        self.live.push_back(Span { id, start, freed: false });
+        self.live.push_back(Span {
+            id,
+            start,
+            freed: false,
+        });
         Some((id, self.base + start))
     }
 

@@ -69,34 +69,64 @@ pub struct Guest {
 }
 
 fn invalid(field: &'static str, value: u64, reason: &'static str) -> DriverError {
-    DriverError::InvalidConfig { field, value, reason }
+    DriverError::InvalidConfig {
+        field,
+        value,
+        reason,
+    }
 }
 
 fn validate(cfg: &DriverConfig) -> Result<(), DriverError> {
     if cfg.queue_pairs == 0 || cfg.queue_pairs > 128 {
-        return Err(invalid("queue_pairs", cfg.queue_pairs.into(), "must be 1..=128"));
+        return Err(invalid(
+            "queue_pairs",
+            cfg.queue_pairs.into(),
+            "must be 1..=128",
+        ));
     }
     if !valid_queue_size(cfg.queue_size) || cfg.queue_size < 2 {
-        return Err(invalid("queue_size", cfg.queue_size.into(), "must be a power of two in 2..=32768"));
+        return Err(invalid(
+            "queue_size",
+            cfg.queue_size.into(),
+            "must be a power of two in 2..=32768",
+        ));
     }
     if cfg.rx_reserve >= cfg.queue_size {
-        return Err(invalid("rx_reserve", cfg.rx_reserve.into(), "must be below queue_size"));
+        return Err(invalid(
+            "rx_reserve",
+            cfg.rx_reserve.into(),
+            "must be below queue_size",
+        ));
     }
     if cfg.mrg_rxbuf {
         if cfg.rx_buf_len < 64 {
-            return Err(invalid("rx_buf_len", cfg.rx_buf_len.into(), "mergeable buffers must be at least 64 bytes"));
+            return Err(invalid(
+                "rx_buf_len",
+                cfg.rx_buf_len.into(),
+                "mergeable buffers must be at least 64 bytes",
+            ));
         }
     } else if u64::from(cfg.rx_buf_len / 2) * 2 < NET_HDR_LEN as u64 + u64::from(MAX_FRAME_NO_GSO) {
         // VIRTIO 1.2 §5.1.6.3.1: without MRG_RXBUF every chain must hold a whole frame.
-        return Err(invalid("rx_buf_len", cfg.rx_buf_len.into(), "without mrg_rxbuf must hold 12 + 1514 bytes"));
+        return Err(invalid(
+            "rx_buf_len",
+            cfg.rx_buf_len.into(),
+            "without mrg_rxbuf must hold 12 + 1514 bytes",
+        ));
     }
     Ok(())
 }
 
 /// Wait until one of `fds` is readable or `timeout` passes.
 pub(crate) fn wait_readable(fds: &[RawFd], timeout: Duration) -> Result<(), DriverError> {
-    let mut pfds: Vec<libc::pollfd> =
-        fds.iter().map(|&fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 }).collect();
+    let mut pfds: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|&fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
     let ms = libc::c_int::try_from(timeout.as_millis().max(1)).unwrap_or(libc::c_int::MAX);
     let n = libc::nfds_t::try_from(pfds.len()).unwrap_or(0);
     // SAFETY: pfds is a live, correctly sized array of pollfd for the whole call.
@@ -112,14 +142,21 @@ pub(crate) fn wait_readable(fds: &[RawFd], timeout: Duration) -> Result<(), Driv
 
 impl Guest {
     /// Connect to a backend listening on `socket` (quiverd "server" mode); retries until `timeout`.
-    pub fn connect(socket: &Path, cfg: DriverConfig, timeout: Duration) -> Result<Guest, DriverError> {
+    pub fn connect(
+        socket: &Path,
+        cfg: DriverConfig,
+        timeout: Duration,
+    ) -> Result<Guest, DriverError> {
         validate(&cfg)?;
         let deadline = Instant::now() + timeout;
         let stream = loop {
             match UnixStream::connect(socket) {
                 Ok(s) => break s,
                 Err(source) if Instant::now() >= deadline => {
-                    return Err(DriverError::Connect { path: socket.to_path_buf(), source })
+                    return Err(DriverError::Connect {
+                        path: socket.to_path_buf(),
+                        source,
+                    })
                 }
                 Err(_) => std::thread::sleep(Duration::from_millis(20)),
             }
@@ -128,9 +165,16 @@ impl Guest {
     }
 
     /// Listen on `socket` and accept one backend connection (quiverd "client" mode).
-    pub fn listen(socket: &Path, cfg: DriverConfig, timeout: Duration) -> Result<Guest, DriverError> {
+    pub fn listen(
+        socket: &Path,
+        cfg: DriverConfig,
+        timeout: Duration,
+    ) -> Result<Guest, DriverError> {
         validate(&cfg)?;
-        let lerr = |source| DriverError::Listen { path: socket.to_path_buf(), source };
+        let lerr = |source| DriverError::Listen {
+            path: socket.to_path_buf(),
+            source,
+        };
         match std::fs::remove_file(socket) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(lerr(e)),
             _ => {}
@@ -144,7 +188,9 @@ impl Guest {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     let now = Instant::now();
                     if now >= deadline {
-                        return Err(DriverError::AcceptTimeout { path: socket.to_path_buf() });
+                        return Err(DriverError::AcceptTimeout {
+                            path: socket.to_path_buf(),
+                        });
                     }
                     wait_readable(&[listener.as_raw_fd()], deadline - now)?;
                 }
@@ -159,15 +205,29 @@ impl Guest {
         let mem = GuestMem::new(cfg.mem_size)?;
         let (pairs, misc) = Self::lay_out(&cfg, &mem)?;
         let session = Session::negotiate(stream, &cfg)?;
-        let mut g = Guest { cfg, session, pairs, misc, mac: None, bases: None, rr: 0, mem };
+        let mut g = Guest {
+            cfg,
+            session,
+            pairs,
+            misc,
+            mac: None,
+            bases: None,
+            rr: 0,
+            mem,
+        };
         g.session.set_mem(&g.mem, true)?;
         // Like Linux, fill RX rings before the device starts (DRIVER_OK).
         for p in 0..g.pairs.len() {
-            let chains = usize::from(g.cfg.queue_size - g.cfg.rx_reserve) / g.pairs[p].rx_chain_descs;
+            let chains =
+                usize::from(g.cfg.queue_size - g.cfg.rx_reserve) / g.pairs[p].rx_chain_descs;
             g.refill_rx(p, chains)?;
         }
         g.start_rings(None)?;
-        if g.session.protocol().contains(VhostUserProtocolFeatures::CONFIG) && g.session.has(VIRTIO_NET_F_MAC) {
+        if g.session
+            .protocol()
+            .contains(VhostUserProtocolFeatures::CONFIG)
+            && g.session.has(VIRTIO_NET_F_MAC)
+        {
             let c = g.session.read_config(0, 6)?;
             g.mac = c.get(..6).and_then(|m| m.try_into().ok());
         }
@@ -181,14 +241,28 @@ impl Guest {
         let qs = cfg.queue_size;
         let too_small = |need: u64| DriverError::MemTooSmall { need, have };
         let ring = |bump: &mut BumpAlloc, index: usize| -> Result<Vring, DriverError> {
-            let desc = bump.alloc(RingLayout::desc_bytes(qs), PAGE, PAGE).ok_or(too_small(have + 1))?;
-            let avail = bump.alloc(RingLayout::avail_bytes(qs), PAGE, PAGE).ok_or(too_small(have + 1))?;
-            let used = bump.alloc(RingLayout::used_bytes(qs), PAGE, PAGE).ok_or(too_small(have + 1))?;
-            let layout = RingLayout { size: qs, desc, avail, used };
+            let desc = bump
+                .alloc(RingLayout::desc_bytes(qs), PAGE, PAGE)
+                .ok_or(too_small(have + 1))?;
+            let avail = bump
+                .alloc(RingLayout::avail_bytes(qs), PAGE, PAGE)
+                .ok_or(too_small(have + 1))?;
+            let used = bump
+                .alloc(RingLayout::used_bytes(qs), PAGE, PAGE)
+                .ok_or(too_small(have + 1))?;
+            let layout = RingLayout {
+                size: qs,
+                desc,
+                avail,
+                used,
+            };
             Vring::new(layout, index, cfg.event_idx, cfg.in_order).map_err(DriverError::EventFd)
         };
-        let (rx_desc_len, rx_chain_descs) =
-            if cfg.mrg_rxbuf { (cfg.rx_buf_len, 1) } else { (cfg.rx_buf_len / 2, 2) };
+        let (rx_desc_len, rx_chain_descs) = if cfg.mrg_rxbuf {
+            (cfg.rx_buf_len, 1)
+        } else {
+            (cfg.rx_buf_len / 2, 2)
+        };
         let mut pairs = Vec::new();
         let mut rings = Vec::new();
         for p in 0..usize::from(cfg.queue_pairs) {
@@ -205,12 +279,17 @@ impl Guest {
             }
             bufs.push(b);
         }
-        let per_pair = (bump.remaining() / 4 * 3 / u64::from(cfg.queue_pairs)).min(TX_ARENA_MAX) & !(PAGE - 1);
+        let per_pair =
+            (bump.remaining() / 4 * 3 / u64::from(cfg.queue_pairs)).min(TX_ARENA_MAX) & !(PAGE - 1);
         if per_pair < TX_ARENA_MIN {
-            return Err(too_small(have + (TX_ARENA_MIN - per_pair) * u64::from(cfg.queue_pairs) * 2));
+            return Err(too_small(
+                have + (TX_ARENA_MIN - per_pair) * u64::from(cfg.queue_pairs) * 2,
+            ));
         }
         for ((rx, tx), rx_bufs) in rings.into_iter().zip(bufs) {
-            let base = bump.alloc(per_pair, PAGE, PAGE).ok_or(too_small(have + per_pair))?;
+            let base = bump
+                .alloc(per_pair, PAGE, PAGE)
+                .ok_or(too_small(have + per_pair))?;
             pairs.push(Pair {
                 rx,
                 tx,
@@ -246,7 +325,10 @@ impl Guest {
     pub(crate) fn pair_index(&self, pair: u16) -> Result<usize, DriverError> {
         let i = usize::from(pair);
         if i >= self.pairs.len() {
-            return Err(DriverError::NoSuchPair { pair, pairs: self.cfg.queue_pairs });
+            return Err(DriverError::NoSuchPair {
+                pair,
+                pairs: self.cfg.queue_pairs,
+            });
         }
         Ok(i)
     }
@@ -357,7 +439,9 @@ impl Guest {
 
     /// Allocate `len` bytes of guest memory for test buffers (never freed).
     pub fn alloc_buf(&mut self, len: u64) -> Result<u64, DriverError> {
-        self.misc.alloc(len, 64, BUF_GAP).ok_or(DriverError::OutOfMemory { want: len })
+        self.misc
+            .alloc(len, 64, BUF_GAP)
+            .ok_or(DriverError::OutOfMemory { want: len })
     }
 
     /// Write bytes into guest memory.

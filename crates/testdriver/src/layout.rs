@@ -120,7 +120,12 @@ mod tests {
     use super::*;
 
     fn layout(size: u16) -> RingLayout {
-        RingLayout { size, desc: 0x1_0000, avail: 0x3_0000, used: 0x5_0000 }
+        RingLayout {
+            size,
+            desc: 0x1_0000,
+            avail: 0x3_0000,
+            used: 0x5_0000,
+        }
     }
 
     #[test]
@@ -171,13 +176,13 @@ mod tests {
     fn need_event_table() {
         // (event, new, old, expected)
         let cases: &[(u16, u16, u16, bool)] = &[
-            (0, 1, 0, true),   // device waits for entry 0, we added it
-            (1, 1, 0, false),  // device waits for entry 1, not yet added
-            (5, 10, 4, true),  // event inside [old, new)
-            (4, 10, 4, true),  // lower bound inclusive
-            (10, 10, 4, false), // upper bound exclusive
-            (3, 10, 4, false), // already passed before this batch
-            (0, 0, 0, false),  // nothing added
+            (0, 1, 0, true),               // device waits for entry 0, we added it
+            (1, 1, 0, false),              // device waits for entry 1, not yet added
+            (5, 10, 4, true),              // event inside [old, new)
+            (4, 10, 4, true),              // lower bound inclusive
+            (10, 10, 4, false),            // upper bound exclusive
+            (3, 10, 4, false),             // already passed before this batch
+            (0, 0, 0, false),              // nothing added
             (u16::MAX, 1, u16::MAX, true), // wrap: event at 65535, added 65535 and 0
             (u16::MAX - 1, 1, u16::MAX, false),
             (0, 3, u16::MAX - 2, true),

@@ -84,7 +84,10 @@ impl GuestMem {
         })?;
         // SAFETY: fd is a valid memfd owned by `fd` for the duration of the call.
         if unsafe { libc::ftruncate(fd.as_raw_fd(), len) } < 0 {
-            return Err(MemError::Truncate { size, source: io::Error::last_os_error() });
+            return Err(MemError::Truncate {
+                size,
+                source: io::Error::last_os_error(),
+            });
         }
         // SAFETY: mapping a fresh shared region of `size` bytes of a valid fd at
         // a kernel-chosen address; no existing memory is affected.
@@ -99,7 +102,10 @@ impl GuestMem {
             )
         };
         if ptr == libc::MAP_FAILED {
-            return Err(MemError::Mmap { size, source: io::Error::last_os_error() });
+            return Err(MemError::Mmap {
+                size,
+                source: io::Error::last_os_error(),
+            });
         }
         let base = NonNull::new(ptr.cast::<u8>()).ok_or(MemError::Mmap {
             size,
@@ -124,7 +130,11 @@ impl GuestMem {
     }
 
     fn offset(&self, gpa: u64, len: usize) -> Result<usize, MemError> {
-        let err = || MemError::OutOfRange { gpa, len, size: self.size };
+        let err = || MemError::OutOfRange {
+            gpa,
+            len,
+            size: self.size,
+        };
         let off = usize::try_from(gpa).map_err(|_e| err())?;
         let end = off.checked_add(len).ok_or_else(err)?;
         if end > self.size {
@@ -219,9 +229,18 @@ mod tests {
         assert_eq!(&b, b"hello");
         m.write_u16(4094, 0xbeef).expect("write");
         assert_eq!(m.read_u16(4094).expect("read"), 0xbeef);
-        assert!(matches!(m.read(8190, &mut [0u8; 4]), Err(MemError::OutOfRange { .. })));
-        assert!(matches!(m.read(u64::MAX, &mut [0u8; 1]), Err(MemError::OutOfRange { .. })));
-        assert!(matches!(m.load_u16_acquire(3), Err(MemError::Misaligned { .. })));
+        assert!(matches!(
+            m.read(8190, &mut [0u8; 4]),
+            Err(MemError::OutOfRange { .. })
+        ));
+        assert!(matches!(
+            m.read(u64::MAX, &mut [0u8; 1]),
+            Err(MemError::OutOfRange { .. })
+        ));
+        assert!(matches!(
+            m.load_u16_acquire(3),
+            Err(MemError::Misaligned { .. })
+        ));
         m.store_u16_release(8190, 7).expect("store");
         assert_eq!(m.read_u16(8190).expect("read"), 7);
     }

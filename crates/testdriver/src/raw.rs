@@ -13,20 +13,34 @@ impl Guest {
     /// free descriptor slots (`next: None` links to the next slot of the
     /// chain), the head goes in the avail ring, and the device is kicked.
     pub fn post_raw(&mut self, q: QueueSel, chain: &[RawDesc]) -> Result<u16, DriverError> {
-        let descs: Vec<DescSpec> =
-            chain.iter().map(|d| DescSpec { addr: d.addr, len: d.len, flags: d.flags, next: d.next }).collect();
+        let descs: Vec<DescSpec> = chain
+            .iter()
+            .map(|d| DescSpec {
+                addr: d.addr,
+                len: d.len,
+                flags: d.flags,
+                next: d.next,
+            })
+            .collect();
         let mem = &self.mem;
         let pairs = &mut self.pairs;
         let p = usize::from(q.pair());
         let Some(pair) = pairs.get_mut(p) else {
-            return Err(DriverError::NoSuchPair { pair: q.pair(), pairs: self.cfg.queue_pairs });
+            return Err(DriverError::NoSuchPair {
+                pair: q.pair(),
+                pairs: self.cfg.queue_pairs,
+            });
         };
         let ring = match q {
             QueueSel::Rx(_) => &mut pair.rx,
             QueueSel::Tx(_) => &mut pair.tx,
         };
         let Some(head) = ring.add(mem, &descs, Token::Raw)? else {
-            return Err(DriverError::RingFull { queue: ring.index, want: descs.len(), free: ring.free_descs() });
+            return Err(DriverError::RingFull {
+                queue: ring.index,
+                want: descs.len(),
+                free: ring.free_descs(),
+            });
         };
         ring.publish(mem)?;
         ring.notify(mem, true)?;
@@ -50,7 +64,12 @@ impl Guest {
     /// Process used entries of a queue until at least `count` have been seen
     /// in total (see [`Guest::used_entries`]) or `timeout` passes. RX frames
     /// completed meanwhile are kept for `recv`. Returns whether `count` was reached.
-    pub fn wait_used(&mut self, q: QueueSel, count: usize, timeout: Duration) -> Result<bool, DriverError> {
+    pub fn wait_used(
+        &mut self,
+        q: QueueSel,
+        count: usize,
+        timeout: Duration,
+    ) -> Result<bool, DriverError> {
         let p = self.pair_index(q.pair())?;
         let deadline = Instant::now() + timeout;
         loop {

@@ -80,7 +80,11 @@ impl Guest {
     }
 
     /// Consume used RX entries until one frame is complete or the ring is empty.
-    fn collect_frame(&mut self, p: usize, refill: &mut usize) -> Result<Option<RxFrame>, DriverError> {
+    fn collect_frame(
+        &mut self,
+        p: usize,
+        refill: &mut usize,
+    ) -> Result<Option<RxFrame>, DriverError> {
         let mrg = self.session.has(VIRTIO_NET_F_MRG_RXBUF);
         let mem = &self.mem;
         let pair = &mut self.pairs[p];
@@ -101,7 +105,12 @@ impl Guest {
             }
             *refill += 1;
             let cap = chain.descs.len() as u64 * u64::from(pair.rx_desc_len);
-            let bad = || DriverError::BadUsedLen { queue, id: c.id, len: c.len, cap };
+            let bad = || DriverError::BadUsedLen {
+                queue,
+                id: c.id,
+                len: c.len,
+                cap,
+            };
             if u64::from(c.len) > cap {
                 pair.rx.stats.bad_used += 1;
                 pair.rx_partial = None;
@@ -136,7 +145,12 @@ impl Guest {
                     }
                     // Without MRG_RXBUF one chain is one frame whatever num_buffers says.
                     let remaining = if mrg { num_buffers - 1 } else { 0 };
-                    Partial { hdr, num_buffers, remaining, data: data.split_off(NET_HDR_LEN) }
+                    Partial {
+                        hdr,
+                        num_buffers,
+                        remaining,
+                        data: data.split_off(NET_HDR_LEN),
+                    }
                 }
             };
             if part.remaining == 0 {

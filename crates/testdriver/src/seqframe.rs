@@ -40,7 +40,10 @@ pub fn seq_frame(dst: [u8; 6], src: [u8; 6], stream: u32, seq: u64, len: usize) 
 
 /// Stream id and sequence number of a frame built by [`seq_frame`].
 pub fn parse_seq_frame(frame: &[u8]) -> Option<(u32, u64)> {
-    if frame.len() < HDR || frame[12..14] != SEQ_ETHERTYPE.to_be_bytes() || frame[14..18] != SEQ_MAGIC {
+    if frame.len() < HDR
+        || frame[12..14] != SEQ_ETHERTYPE.to_be_bytes()
+        || frame[14..18] != SEQ_MAGIC
+    {
         return None;
     }
     let stream = u32::from_be_bytes(frame[18..22].try_into().ok()?);
@@ -51,7 +54,11 @@ pub fn parse_seq_frame(frame: &[u8]) -> Option<(u32, u64)> {
 /// Whether the filler of a sequence frame is intact (no corruption in transit).
 pub fn seq_frame_intact(frame: &[u8]) -> bool {
     match parse_seq_frame(frame) {
-        Some((_, seq)) => frame.iter().enumerate().skip(HDR).all(|(i, &b)| b == filler(seq, i)),
+        Some((_, seq)) => frame
+            .iter()
+            .enumerate()
+            .skip(HDR)
+            .all(|(i, &b)| b == filler(seq, i)),
         None => false,
     }
 }

@@ -61,14 +61,20 @@ fn vh<T>(request: &'static str, r: vhost::Result<T>) -> Result<T, DriverError> {
 impl Session {
     /// SET_OWNER through SET_FEATURES.
     pub fn negotiate(stream: UnixStream, cfg: &DriverConfig) -> Result<Session, DriverError> {
-        stream.set_read_timeout(Some(cfg.reply_timeout)).map_err(DriverError::Socket)?;
-        stream.set_write_timeout(Some(cfg.reply_timeout)).map_err(DriverError::Socket)?;
+        stream
+            .set_read_timeout(Some(cfg.reply_timeout))
+            .map_err(DriverError::Socket)?;
+        stream
+            .set_write_timeout(Some(cfg.reply_timeout))
+            .map_err(DriverError::Socket)?;
         let nq = 2 * u64::from(cfg.queue_pairs);
         let mut fe = Frontend::from_stream(stream, nq);
         vh("SET_OWNER", fe.set_owner())?;
         let offered = vh("GET_FEATURES", fe.get_features())?;
         if offered & bit(VHOST_USER_F_PROTOCOL_FEATURES) == 0 {
-            return Err(DriverError::FeatureNotOffered { bit: VHOST_USER_F_PROTOCOL_FEATURES });
+            return Err(DriverError::FeatureNotOffered {
+                bit: VHOST_USER_F_PROTOCOL_FEATURES,
+            });
         }
         let theirs = vh("GET_PROTOCOL_FEATURES", fe.get_protocol_features())?;
         let mut ours = VhostUserProtocolFeatures::MQ
@@ -163,7 +169,10 @@ impl Session {
     /// SET_MEM_TABLE, or GET_MAX_MEM_SLOTS + ADD_MEM_REG with CONFIGURE_MEM_SLOTS.
     pub fn set_mem(&mut self, mem: &GuestMem, first: bool) -> Result<(), DriverError> {
         let region = Self::region(mem);
-        if self.protocol.contains(VhostUserProtocolFeatures::CONFIGURE_MEM_SLOTS) {
+        if self
+            .protocol
+            .contains(VhostUserProtocolFeatures::CONFIGURE_MEM_SLOTS)
+        {
             if first {
                 self.set_ack(false);
                 vh("GET_MAX_MEM_SLOTS", self.fe.get_max_mem_slots())?;
@@ -180,7 +189,12 @@ impl Session {
 
     /// SET_VRING_NUM, SET_VRING_BASE, SET_VRING_ADDR, SET_VRING_KICK, SET_VRING_CALL
     /// (vhost_virtqueue_start order). Addresses are in the front-end's address space.
-    pub fn setup_ring(&mut self, ring: &Vring, mem: &GuestMem, base: u16) -> Result<(), DriverError> {
+    pub fn setup_ring(
+        &mut self,
+        ring: &Vring,
+        mem: &GuestMem,
+        base: u16,
+    ) -> Result<(), DriverError> {
         let i = ring.index;
         let host = mem.host_addr();
         self.set_ack(true);
@@ -219,7 +233,8 @@ impl Session {
         let buf = vec![0u8; len as usize];
         let (_, data) = vh(
             "GET_CONFIG",
-            self.fe.get_config(offset, len, VhostUserConfigFlags::empty(), &buf),
+            self.fe
+                .get_config(offset, len, VhostUserConfigFlags::empty(), &buf),
         )?;
         Ok(data)
     }

@@ -17,7 +17,9 @@ impl Guest {
     pub fn send_opts(&mut self, pair: u16, frame: &[u8], opts: &TxOpts) -> Result<(), DriverError> {
         let p = self.pair_index(pair)?;
         if opts.indirect && !self.session.has(VIRTIO_RING_F_INDIRECT_DESC) {
-            return Err(DriverError::NotNegotiated { bit: VIRTIO_RING_F_INDIRECT_DESC });
+            return Err(DriverError::NotNegotiated {
+                bit: VIRTIO_RING_F_INDIRECT_DESC,
+            });
         }
         self.reclaim_tx(pair);
         let mut bytes = Vec::with_capacity(opts.hdr.len() + frame.len());
@@ -28,7 +30,10 @@ impl Guest {
         for &off in &opts.split_at {
             let last = cuts.last().copied().unwrap_or(0);
             if off <= last || off >= total {
-                return Err(DriverError::BadSplit { offset: off, len: total });
+                return Err(DriverError::BadSplit {
+                    offset: off,
+                    len: total,
+                });
             }
             cuts.push(off);
         }
@@ -38,7 +43,11 @@ impl Guest {
         let queue = pair_s.tx.index;
         let need_slots = if opts.indirect { 1 } else { cuts.len() - 1 };
         if pair_s.tx.free_descs() < need_slots {
-            return Err(DriverError::RingFull { queue, want: need_slots, free: pair_s.tx.free_descs() });
+            return Err(DriverError::RingFull {
+                queue,
+                want: need_slots,
+                free: pair_s.tx.free_descs(),
+            });
         }
         // Each segment in its own arena span: gaps between them, like real guests.
         let mut spans = Vec::new();
@@ -49,12 +58,20 @@ impl Guest {
                 for id in spans {
                     pair_s.arena.free(id);
                 }
-                return Err(DriverError::ArenaFull { queue, want: seg.len() as u64 });
+                return Err(DriverError::ArenaFull {
+                    queue,
+                    want: seg.len() as u64,
+                });
             };
             spans.push(id);
             mem.write(gpa, seg)?;
             let len = u32::try_from(seg.len()).unwrap_or(u32::MAX);
-            descs.push(DescSpec { addr: gpa, len, flags: VRING_DESC_F_NEXT, next: None });
+            descs.push(DescSpec {
+                addr: gpa,
+                len,
+                flags: VRING_DESC_F_NEXT,
+                next: None,
+            });
         }
         if let Some(last) = descs.last_mut() {
             last.flags = 0;
@@ -63,7 +80,11 @@ impl Guest {
             // VIRTIO 1.2 §2.7.5.3: the table's descriptors chain by index within the table.
             let mut table = Vec::with_capacity(descs.len() * 16);
             for (i, d) in descs.iter().enumerate() {
-                let next = if d.flags & VRING_DESC_F_NEXT != 0 { u16::try_from(i + 1).unwrap_or(0) } else { 0 };
+                let next = if d.flags & VRING_DESC_F_NEXT != 0 {
+                    u16::try_from(i + 1).unwrap_or(0)
+                } else {
+                    0
+                };
                 table.extend_from_slice(&d.addr.to_le_bytes());
                 table.extend_from_slice(&d.len.to_le_bytes());
                 table.extend_from_slice(&d.flags.to_le_bytes());
@@ -73,12 +94,20 @@ impl Guest {
                 for id in spans {
                     pair_s.arena.free(id);
                 }
-                return Err(DriverError::ArenaFull { queue, want: table.len() as u64 });
+                return Err(DriverError::ArenaFull {
+                    queue,
+                    want: table.len() as u64,
+                });
             };
             spans.push(id);
             mem.write(gpa, &table)?;
             let len = u32::try_from(table.len()).unwrap_or(u32::MAX);
-            vec![DescSpec { addr: gpa, len, flags: VRING_DESC_F_INDIRECT, next: None }]
+            vec![DescSpec {
+                addr: gpa,
+                len,
+                flags: VRING_DESC_F_INDIRECT,
+                next: None,
+            }]
         } else {
             descs
         };
@@ -88,7 +117,11 @@ impl Guest {
                 pair_s.arena.free(id);
             }
             let free = pair_s.tx.free_descs();
-            return Err(DriverError::RingFull { queue, want: ring_descs.len(), free });
+            return Err(DriverError::RingFull {
+                queue,
+                want: ring_descs.len(),
+                free,
+            });
         }
         pair_s.tx.publish(mem)?;
         pair_s.tx.notify(mem, false)?;

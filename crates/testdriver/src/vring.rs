@@ -122,10 +122,18 @@ pub struct Vring {
 
 impl Vring {
     /// A ring at `layout` with fresh eventfds.
-    pub fn new(layout: RingLayout, index: usize, event_idx: bool, in_order: bool) -> io::Result<Self> {
+    pub fn new(
+        layout: RingLayout,
+        index: usize,
+        event_idx: bool,
+        in_order: bool,
+    ) -> io::Result<Self> {
         let size = layout.size;
         let alloc = if in_order {
-            DescAlloc::InOrder { next: 0, free: size }
+            DescAlloc::InOrder {
+                next: 0,
+                free: size,
+            }
         } else {
             DescAlloc::FreeList((0..size).collect())
         };
@@ -205,7 +213,12 @@ impl Vring {
 
     /// Write a chain into free descriptor slots and the avail ring (not yet
     /// published). Returns the head, or None if there are not enough free slots.
-    pub fn add(&mut self, mem: &GuestMem, descs: &[DescSpec], token: Token) -> Result<Option<u16>, MemError> {
+    pub fn add(
+        &mut self,
+        mem: &GuestMem,
+        descs: &[DescSpec],
+        token: Token,
+    ) -> Result<Option<u16>, MemError> {
         self.add_with(mem, descs.len(), |i, _| descs[i], token)
     }
 
@@ -223,7 +236,9 @@ impl Vring {
         };
         for (i, &slot) in slots.iter().enumerate() {
             let d = f(i, slot);
-            let next = d.next.unwrap_or_else(|| slots.get(i + 1).copied().unwrap_or(0));
+            let next = d
+                .next
+                .unwrap_or_else(|| slots.get(i + 1).copied().unwrap_or(0));
             let mut raw = [0u8; 16];
             raw[0..8].copy_from_slice(&d.addr.to_le_bytes());
             raw[8..12].copy_from_slice(&d.len.to_le_bytes());
@@ -234,7 +249,10 @@ impl Vring {
         let head = slots[0];
         mem.write_u16(self.layout.avail_slot(self.avail_idx), head)?;
         self.avail_idx = self.avail_idx.wrapping_add(1);
-        self.inflight[usize::from(head)] = Some(Chain { descs: slots, token });
+        self.inflight[usize::from(head)] = Some(Chain {
+            descs: slots,
+            token,
+        });
         if self.in_order {
             self.order.push_back(head);
         }
@@ -271,7 +289,10 @@ impl Vring {
             mem.load_u16_acquire(self.layout.used_flags())? & VRING_USED_F_NO_NOTIFY == 0
         };
         if need {
-            self.kick.write(1).map_err(|source| VringError::Kick { queue: self.index, source })?;
+            self.kick.write(1).map_err(|source| VringError::Kick {
+                queue: self.index,
+                source,
+            })?;
             self.stats.kicks_sent += 1;
         } else if old != new {
             self.stats.kicks_suppressed += 1;
@@ -315,7 +336,12 @@ impl Vring {
         let size = self.layout.size;
         if idx.wrapping_sub(self.last_used) > size {
             self.stats.bad_used += 1;
-            return Err(VringError::UsedIdxJump { queue: self.index, last: self.last_used, idx, size });
+            return Err(VringError::UsedIdxJump {
+                queue: self.index,
+                last: self.last_used,
+                idx,
+                size,
+            });
         }
         let slot = self.layout.used_slot(self.last_used);
         let id = mem.read_u32(slot)?;
@@ -353,7 +379,12 @@ impl Vring {
             Some(c) => self.release(c),
             None => self.stats.bad_used += 1,
         }
-        Ok(Some(Completion { id, len, chain, skipped }))
+        Ok(Some(Completion {
+            id,
+            len,
+            chain,
+            skipped,
+        }))
     }
 }
 
@@ -364,12 +395,22 @@ mod tests {
 
     fn setup(in_order: bool, event_idx: bool) -> (GuestMem, Vring) {
         let mem = GuestMem::new(1 << 16).expect("mem");
-        let l = RingLayout { size: 4, desc: 0x1000, avail: 0x2000, used: 0x3000 };
+        let l = RingLayout {
+            size: 4,
+            desc: 0x1000,
+            avail: 0x2000,
+            used: 0x3000,
+        };
         (mem, Vring::new(l, 0, event_idx, in_order).expect("ring"))
     }
 
     fn d(addr: u64, flags: u16) -> DescSpec {
-        DescSpec { addr, len: 100, flags, next: None }
+        DescSpec {
+            addr,
+            len: 100,
+            flags,
+            next: None,
+        }
     }
 
     /// Play the device: write used entry (id, len) and bump used.idx.
@@ -377,14 +418,19 @@ mod tests {
         let s = r.layout.used_slot(used_idx);
         mem.write(s, &id.to_le_bytes()).expect("w");
         mem.write(s + 4, &len.to_le_bytes()).expect("w");
-        mem.store_u16_release(r.layout.used_idx(), used_idx.wrapping_add(1)).expect("w");
+        mem.store_u16_release(r.layout.used_idx(), used_idx.wrapping_add(1))
+            .expect("w");
     }
 
     #[test]
     fn chain_is_written_as_spec_says() {
         let (mem, mut r) = setup(false, false);
         let head = r
-            .add(&mem, &[d(0x8000, VRING_DESC_F_NEXT), d(0x9000, VRING_DESC_F_WRITE)], Token::Rx)
+            .add(
+                &mem,
+                &[d(0x8000, VRING_DESC_F_NEXT), d(0x9000, VRING_DESC_F_WRITE)],
+                Token::Rx,
+            )
             .expect("mem")
             .expect("room");
         assert_eq!(head, 0);
@@ -428,14 +474,23 @@ mod tests {
     fn used_idx_jump_is_an_error() {
         let (mem, mut r) = setup(false, false);
         mem.store_u16_release(r.layout.used_idx(), 9).expect("w");
-        assert!(matches!(r.pop_used(&mem), Err(VringError::UsedIdxJump { idx: 9, .. })));
+        assert!(matches!(
+            r.pop_used(&mem),
+            Err(VringError::UsedIdxJump { idx: 9, .. })
+        ));
     }
 
     #[test]
     fn in_order_uses_slots_sequentially_and_batches() {
         let (mem, mut r) = setup(true, false);
-        let h0 = r.add(&mem, &[d(0, VRING_DESC_F_NEXT), d(0, 0)], Token::Rx).expect("m").expect("room");
-        let h1 = r.add(&mem, &[d(0, 0)], Token::Rx).expect("m").expect("room");
+        let h0 = r
+            .add(&mem, &[d(0, VRING_DESC_F_NEXT), d(0, 0)], Token::Rx)
+            .expect("m")
+            .expect("room");
+        let h1 = r
+            .add(&mem, &[d(0, 0)], Token::Rx)
+            .expect("m")
+            .expect("room");
         assert_eq!((h0, h1), (0, 2));
         // One entry for the batch {h0, h1}, naming the last buffer.
         device_use(&mem, &r, 0, u32::from(h1), 0);
@@ -444,7 +499,10 @@ mod tests {
         assert_eq!(c.chain.expect("known").descs, vec![2]);
         assert_eq!(r.free_descs(), 4);
         // Next allocation continues in ring order, wrapping.
-        let h2 = r.add(&mem, &[d(0, VRING_DESC_F_NEXT), d(0, 0)], Token::Rx).expect("m").expect("room");
+        let h2 = r
+            .add(&mem, &[d(0, VRING_DESC_F_NEXT), d(0, 0)], Token::Rx)
+            .expect("m")
+            .expect("room");
         assert_eq!(h2, 3);
         let mut raw = [0u8; 16];
         mem.read(r.layout.desc_addr(3), &mut raw).expect("r");
@@ -472,7 +530,8 @@ mod tests {
     #[test]
     fn no_notify_flag_without_event_idx() {
         let (mem, mut r) = setup(false, false);
-        mem.write_u16(r.layout.used_flags(), VRING_USED_F_NO_NOTIFY).expect("w");
+        mem.write_u16(r.layout.used_flags(), VRING_USED_F_NO_NOTIFY)
+            .expect("w");
         r.add(&mem, &[d(0, 0)], Token::Rx).expect("m");
         r.publish(&mem).expect("p");
         assert!(!r.notify(&mem, false).expect("n"));
