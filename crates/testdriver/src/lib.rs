@@ -43,3 +43,15 @@ pub use session::{
 };
 pub use stats::{DriverStats, QueueStats};
 pub use vring::VringError;
+
+#[cfg(test)]
+mod tests {
+    fn send<T: Send>() {}
+    fn error<T: std::error::Error + Send + Sync + 'static>() {}
+
+    #[test]
+    fn guest_can_move_to_a_thread_and_errors_work_with_anyhow() {
+        send::<crate::Guest>();
+        error::<crate::DriverError>();
+    }
+}
