@@ -16,5 +16,6 @@ run scripts/setup.sh
 run cargo fmt --all -- --check
 run cargo clippy --workspace --all-targets -- -D warnings
 run cargo build --workspace --bins
-run cargo test --workspace -- --test-threads=4
+# --no-fail-fast: every test binary runs and prints its "test result:" line.
+run cargo test --workspace --no-fail-fast -- --test-threads=4
 printf '\n==> all checks passed\n'
