@@ -13,6 +13,8 @@
 //! - `ipv4`: [`Ipv4Packet`] and [`Ipv4Repr`] (RFC 791).
 //! - `icmpv4`: [`Icmpv4Packet`] and [`Icmpv4Echo`] (RFC 792).
 //! - `checksum`: the Internet checksum (RFC 1071).
+//! - `offload`: checksum completion and TSO/USO segmentation in software
+//!   ([`complete_checksum`], [`segment`], [`l4_offsets`], [`OffloadError`]).
 //! - `builder`: whole-frame builders for tests and tools.
 //! - `error`: [`WireError`].
 #![forbid(unsafe_code)]
@@ -26,6 +28,7 @@ mod ethertype;
 mod icmpv4;
 mod ipv4;
 mod mac;
+mod offload;
 mod virtio_net_hdr;
 mod vlan;
 
@@ -38,5 +41,6 @@ pub use ethertype::EtherType;
 pub use icmpv4::{Icmpv4Echo, Icmpv4Packet, Icmpv4Type};
 pub use ipv4::{IpProtocol, Ipv4Packet, Ipv4Repr};
 pub use mac::{MacAddr, MacParseError};
+pub use offload::{complete_checksum, l4_offsets, segment, IpVersion, L4Info, OffloadError};
 pub use virtio_net_hdr::VirtioNetHdr;
 pub use vlan::{VlanTag, VLAN_HLEN};
