@@ -8,7 +8,7 @@
 //! Submodules:
 //! - `headers`: [`l4_offsets`], where the L3 and L4 headers are ([`L4Info`]).
 //! - `csum`: [`complete_checksum`], the `NEEDS_CSUM` completion.
-//! - `segment`: [`segment`], TSO (TCPv4/TCPv6) and USO (UDP_L4) segmentation.
+//! - `segment`: [`segment()`], TSO (TCPv4/TCPv6) and USO (UDP_L4) segmentation.
 
 mod csum;
 #[cfg(test)]
@@ -34,6 +34,11 @@ pub enum OffloadError {
     /// The Ethernet header (with its 802.1Q tag) does not fit.
     #[error("bad Ethernet header")]
     Ethernet(#[source] WireError),
+    /// The `virtio_net_hdr` could not be decoded
+    /// ([`VirtioNetHdr::from_bytes`](crate::VirtioNetHdr::from_bytes)); the
+    /// `From` conversion lets callers decode with `?`.
+    #[error("bad virtio_net_hdr")]
+    VirtioNetHdr(#[from] WireError),
     /// The payload is neither IPv4 nor IPv6 (802.1ad S-tags included).
     #[error("not IP: EtherType {ethertype:#06x}")]
     NotIp { ethertype: u16 },

@@ -284,6 +284,13 @@ mod tests {
     }
 
     #[test]
+    fn wire_error_converts_to_virtio_net_hdr_variant() {
+        let err = crate::VirtioNetHdr::from_bytes(&[0; 11]).map_err(OffloadError::from);
+        let want = WireError::Truncated { need: 12, got: 11 };
+        assert_eq!(err, Err(OffloadError::VirtioNetHdr(want)));
+    }
+
+    #[test]
     fn every_prefix_is_an_error_not_a_panic() {
         for spec in [
             FrameSpec::v4(L4Kind::Tcp, 0).vlan().ip_options(8),
