@@ -60,6 +60,11 @@ pub struct Daemon {
     vnics: BTreeMap<String, RunningVnic>,
 }
 
+/// `TUN_F_*` offload flags (linux/if_tun.h).
+const TUN_F_CSUM: libc::c_uint = 0x01;
+const TUN_F_TSO4: libc::c_uint = 0x02;
+const TUN_F_TSO6: libc::c_uint = 0x04;
+
 fn open_uplink(cfg: &UplinkConfig) -> Result<Arc<dyn Uplink>, DaemonError> {
     match cfg.kind {
         UplinkKindCfg::None => Ok(Arc::new(NoneUplink)),
@@ -76,6 +81,15 @@ fn open_uplink(cfg: &UplinkConfig) -> Result<Arc<dyn Uplink>, DaemonError> {
                 ifname: cfg.ifname.clone(),
                 source: Box::new(source),
             })?;
+            // Let the kernel hand over partial checksums and TSO super-frames: quiver
+            // passes them to guests that take them and finishes them for the others.
+            if let Err(e) = tap.set_offload(TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6) {
+                log::warn!(
+                    "uplink {}: no TAP offloads, frames arrive segmented: {}",
+                    cfg.name,
+                    crate::report(&e)
+                );
+            }
             Ok(Arc::new(tap))
         }
     }

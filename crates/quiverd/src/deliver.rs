@@ -11,16 +11,19 @@ use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRE
 use virtio_queue::QueueT;
 use vm_memory::GuestAddressSpace;
 
+use crate::offload::{self, Caps, Fit};
 use crate::vq;
 
 use crate::vnic::{Conn, Vnic};
 
-/// One frame to deliver: its buffers (anywhere: guest memory or a host buffer) and
-/// length.
-pub type RxItem<'a> = (&'a [Slice<'a>], usize);
-
-/// A zero virtio_net_hdr: no offloads are negotiated yet.
-const ZERO_HDR: [u8; 12] = [0; 12];
+/// One frame to deliver: the virtio_net_hdr its source gave it, its buffers
+/// (anywhere: guest memory or a host buffer) and its length.
+#[derive(Clone, Copy)]
+pub struct RxItem<'a> {
+    pub hdr: [u8; 12],
+    pub segs: &'a [Slice<'a>],
+    pub len: usize,
+}
 
 /// Reads the ring addresses out of vhost-user-backend's queue state.
 pub fn ring_addrs(q: &virtio_queue::Queue) -> RingAddrs {
@@ -87,26 +90,50 @@ fn try_pair(dst: &Vnic, conn: &Conn, pair: usize, frames: &[RxItem<'_>]) -> Atte
         mergeable: conn.has(VIRTIO_NET_F_MRG_RXBUF),
         indirect: conn.has(VIRTIO_RING_F_INDIRECT_DESC),
     };
+    let caps = Caps::from_features(conn.features());
     let mut bad = quiver_virtio_net::BadChains::default();
     let (mut packets, mut bytes) = (0u64, 0u64);
     let mut ring_error = None;
-    for (i, (segs, len)) in frames.iter().enumerate() {
-        match writer.write(&mem, &mut ring, &ZERO_HDR, segs, *len, &mut bad) {
-            Ok(RxOutcome::Delivered { .. }) => {
-                packets += 1;
-                bytes += *len as u64;
+    let mut full = false;
+    for (i, item) in frames.iter().enumerate() {
+        let mut put = |hdr: &[u8; 12], segs: &[Slice<'_>], len: usize| {
+            if full || ring_error.is_some() {
+                return;
             }
-            Ok(RxOutcome::NoBuffers) => {
-                // The ring is empty now: the rest would not fit either.
-                counters.add_drop(DropReason::NoRxBuffers, (frames.len() - i) as u64);
-                break;
+            match writer.write(&mem, &mut ring, hdr, segs, len, &mut bad) {
+                Ok(RxOutcome::Delivered { .. }) => {
+                    packets += 1;
+                    bytes += len as u64;
+                }
+                Ok(RxOutcome::NoBuffers) => full = true,
+                Ok(RxOutcome::TooSmall) => counters.add_drop(DropReason::Oversize, 1),
+                Err(RxError::Ring(e)) => ring_error = Some(e),
             }
-            Ok(RxOutcome::TooSmall) => counters.add_drop(DropReason::Oversize, 1),
-            Err(RxError::Ring(e)) => {
-                counters.add_drop(DropReason::QueueStopped, (frames.len() - i) as u64);
-                ring_error = Some(e);
-                break;
+        };
+        match offload::fit(&item.hdr, caps) {
+            Fit::AsIs => put(&item.hdr, item.segs, item.len),
+            how => {
+                let done = offload::done_hdr(caps);
+                if let Err(e) = offload::finish(&item.hdr, item.segs, item.len, how, |segs, len| {
+                    put(&done, segs, len);
+                }) {
+                    counters.add_drop(DropReason::OffloadError, 1);
+                    log::debug!(
+                        "{}: offload of a {}-byte frame failed: {e}",
+                        dst.cfg.name,
+                        item.len
+                    );
+                }
             }
+        }
+        if full {
+            // The ring is empty now: the rest would not fit either.
+            counters.add_drop(DropReason::NoRxBuffers, (frames.len() - i) as u64);
+            break;
+        }
+        if ring_error.is_some() {
+            counters.add_drop(DropReason::QueueStopped, (frames.len() - i) as u64);
+            break;
         }
     }
     if bad.count > 0 {
@@ -132,10 +159,14 @@ const MAX_IOV: usize = quiver_virtio_net::MAX_FRAME_SEGS + 3;
 /// after the MAC addresses when `vlan_tag` is set.
 pub fn to_uplink(
     queue: &dyn UplinkQueue,
+    hdr: &[u8; 12],
     segs: &[Slice<'_>],
     vlan_tag: Option<[u8; 4]>,
 ) -> std::io::Result<usize> {
-    let hdr = ZERO_HDR;
+    let mut hdr = *hdr;
+    if vlan_tag.is_some() {
+        offload::shift_hdr(&mut hdr, 4);
+    }
     let mut iov: ArrayVec<libc::iovec, MAX_IOV> = ArrayVec::new();
     let push = |iov: &mut ArrayVec<libc::iovec, MAX_IOV>, ptr: *const u8, len: usize| {
         if len > 0 && !iov.is_full() {
@@ -223,8 +254,8 @@ mod tests {
             let (a, b) = f.split_at_mut(split);
             let segs = [Slice::from(a), Slice::from(b)];
             let cap = Capture::default();
-            to_uplink(&cap, &segs, Some(vlan_tag(100))).expect("send");
-            to_uplink(&cap, &segs, None).expect("send");
+            to_uplink(&cap, &[0; 12], &segs, Some(vlan_tag(100))).expect("send");
+            to_uplink(&cap, &[0; 12], &segs, None).expect("send");
             let sent = cap.0.lock().expect("lock");
             let want_tagged: Vec<u8> = [0u8; 12]
                 .iter()

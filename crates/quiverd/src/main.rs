@@ -6,6 +6,7 @@ mod config;
 mod daemon;
 mod deliver;
 mod fabric;
+mod offload;
 mod ratelimit;
 mod session;
 mod sockperm;

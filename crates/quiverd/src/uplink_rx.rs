@@ -17,8 +17,8 @@ use crate::fabric::Fabric;
 use crate::uplink_port::UplinkPort;
 
 const BURST: usize = 32;
-/// virtio_net_hdr + the largest frame quiver accepts (MTU 9216 + tagged header).
-const BUF_LEN: usize = 12 + 9216 + 18;
+/// virtio_net_hdr + the largest frame the TAP may hand over: a TSO super-frame.
+const BUF_LEN: usize = 12 + crate::offload::MAX_SUPER_FRAME;
 /// How often an idle poller checks for shutdown.
 const POLL_MS: i32 = 200;
 
@@ -158,6 +158,19 @@ fn deliver_burst(
         routes.push(route);
     }
     counters.add_rx(packets, bytes);
+    // The TAP's header, with offsets moved back when the tag is stripped.
+    let hdrs: ArrayVec<[u8; 12], BURST> = bufs
+        .iter()
+        .zip(&routes)
+        .map(|(buf, route)| {
+            let mut h = [0u8; 12];
+            h.copy_from_slice(&buf[..12]);
+            if route.as_ref().is_some_and(|r| r.strip_tag) {
+                crate::offload::shift_hdr(&mut h, -4);
+            }
+            h
+        })
+        .collect();
     // Views of each frame without the vnet header (and without the tag when stripped).
     let mut views: ArrayVec<ArrayVec<Slice<'_>, 2>, BURST> = ArrayVec::new();
     for ((buf, &len), route) in bufs.iter_mut().zip(lens).zip(&routes) {
@@ -173,6 +186,11 @@ fn deliver_burst(
         views.push(v);
     }
     let frame_len = |v: &ArrayVec<Slice<'_>, 2>| v.iter().map(|s| s.len()).sum::<usize>();
+    let item = |i: usize| deliver::RxItem {
+        hdr: hdrs[i],
+        segs: &views[i][..],
+        len: frame_len(&views[i]),
+    };
     let mut done = [false; BURST];
     for i in 0..routes.len() {
         let Some(route) = &routes[i] else { continue };
@@ -184,7 +202,7 @@ fn deliver_burst(
             for port in view.map.flood_set(vlan) {
                 let attached = view.map.port(*port).and_then(|s| s.uplink) == Some(up.id);
                 if let (true, Some(dst)) = (attached, view.vnic(*port)) {
-                    deliver::to_vnic(dst, qi, &[(&views[i][..], frame_len(&views[i]))]);
+                    deliver::to_vnic(dst, qi, &[item(i)]);
                 }
             }
             continue;
@@ -194,7 +212,7 @@ fn deliver_burst(
         for j in i..routes.len() {
             if !done[j] && routes[j].as_ref().is_some_and(|r| r.port == Some(port)) {
                 done[j] = true;
-                group.push((&views[j][..], frame_len(&views[j])));
+                group.push(item(j));
             }
         }
         match view.vnic(port) {

@@ -11,14 +11,16 @@ use std::time::Duration;
 use arrayvec::ArrayVec;
 use quiver_switch::{check_source, forward, Decision, DropReason, PortId, Source, UplinkId};
 use quiver_virtio_net::ChainError;
-use quiver_virtio_net::{PopError, Slice, TxError, TxFrame, TxReader};
+use quiver_virtio_net::{PopError, TxError, TxFrame, TxReader};
 use vhost_user_backend::VringT;
+use virtio_bindings::virtio_net::{VIRTIO_NET_F_HOST_TSO4, VIRTIO_NET_F_HOST_TSO6};
 use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
 use virtio_queue::QueueT;
 use vm_memory::GuestAddressSpace;
 
 use crate::deliver::{self, RxItem};
 use crate::fabric::{Fabric, FabricView};
+use crate::offload;
 use crate::ratelimit::RateLimiter;
 use crate::vnic::{Conn, Vnic};
 use crate::vq;
@@ -62,9 +64,11 @@ impl Worker {
         }
         let view = fabric.load();
         let mem = conn.mem.memory();
+        let tso = conn.has(VIRTIO_NET_F_HOST_TSO4) || conn.has(VIRTIO_NET_F_HOST_TSO6);
         let reader = TxReader {
             indirect: conn.has(VIRTIO_RING_F_INDIRECT_DESC),
             max_frame: vnic.cfg.max_frame(),
+            max_gso_frame: if tso { offload::MAX_SUPER_FRAME } else { 0 },
         };
         let event_idx = conn.has(VIRTIO_RING_F_EVENT_IDX);
         let counters = vnic.counters(self.pair);
@@ -221,7 +225,11 @@ impl Worker {
                     done[j] = true;
                     packets += 1;
                     bytes += p.frame.len as u64;
-                    group.push((&p.frame.segs[..], p.frame.len));
+                    group.push(RxItem {
+                        hdr: p.frame.hdr,
+                        segs: &p.frame.segs[..],
+                        len: p.frame.len,
+                    });
                 }
             }
             match dest {
@@ -232,8 +240,8 @@ impl Worker {
                         .add_drop(DropReason::NoRoute, group.len() as u64),
                 },
                 Dest::Uplink(u) => {
-                    for (segs, _) in &group {
-                        self.send_uplink(vnic, view, u, segs);
+                    for item in &group {
+                        self.send_uplink(vnic, view, u, item);
                     }
                 }
                 Dest::Flood => {
@@ -249,7 +257,11 @@ impl Worker {
 
     /// Broadcast/multicast: every other port on the VLAN, and the port's uplink.
     fn flood(&mut self, vnic: &Vnic, view: &FabricView, p: &Pending<'_>) {
-        let item: [RxItem<'_>; 1] = [(&p.frame.segs[..], p.frame.len)];
+        let item: [RxItem<'_>; 1] = [RxItem {
+            hdr: p.frame.hdr,
+            segs: &p.frame.segs[..],
+            len: p.frame.len,
+        }];
         for port in view.map.flood_set(p.vlan) {
             if *port == vnic.port {
                 continue;
@@ -259,11 +271,11 @@ impl Worker {
             }
         }
         if let Some(u) = view.map.port(vnic.port).and_then(|s| s.uplink) {
-            self.send_uplink(vnic, view, u, &p.frame.segs);
+            self.send_uplink(vnic, view, u, &item[0]);
         }
     }
 
-    fn send_uplink(&mut self, vnic: &Vnic, view: &FabricView, u: UplinkId, segs: &[Slice<'_>]) {
+    fn send_uplink(&mut self, vnic: &Vnic, view: &FabricView, u: UplinkId, item: &RxItem<'_>) {
         let Some(up) = view.uplink(u) else {
             vnic.counters(self.pair).add_drop(DropReason::NoRoute, 1);
             return;
@@ -278,7 +290,7 @@ impl Worker {
             return;
         };
         let tag = vnic.cfg.vlan.map(deliver::vlan_tag);
-        match deliver::to_uplink(queue, segs, tag) {
+        match deliver::to_uplink(queue, &item.hdr, item.segs, tag) {
             Ok(n) => up.counters[qi].add_tx(1, n.saturating_sub(12) as u64),
             Err(e) => {
                 up.counters[qi].add_drop(DropReason::UplinkError, 1);

@@ -34,11 +34,13 @@ pub enum DropReason {
     BadSourceMac,
     /// The sending port is not in the current port map (removed mid-burst).
     UnknownPort,
+    /// A checksum or segmentation offload could not be finished in software.
+    OffloadError,
 }
 
 impl DropReason {
     /// Number of reasons.
-    pub const COUNT: usize = 13;
+    pub const COUNT: usize = 14;
 
     /// Every reason, in discriminant order.
     pub const ALL: [Self; Self::COUNT] = [
@@ -55,6 +57,7 @@ impl DropReason {
         Self::RingFull,
         Self::BadSourceMac,
         Self::UnknownPort,
+        Self::OffloadError,
     ];
 
     /// The counter index.
@@ -78,6 +81,7 @@ impl DropReason {
             Self::RingFull => "ring_full",
             Self::BadSourceMac => "bad_source_mac",
             Self::UnknownPort => "unknown_port",
+            Self::OffloadError => "offload_error",
         }
     }
 }

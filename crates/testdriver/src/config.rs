@@ -35,6 +35,9 @@ pub struct DriverConfig {
     pub mem_slots: bool,
     /// Bound on every wait for a vhost-user reply.
     pub reply_timeout: Duration,
+    /// More virtio feature bits to negotiate (e.g. offloads: CSUM, GUEST_TSO4, ...);
+    /// the device must offer them.
+    pub extra_features: u64,
 }
 
 impl Default for DriverConfig {
@@ -52,6 +55,7 @@ impl Default for DriverConfig {
             rx_reserve: 0,
             mem_slots: false,
             reply_timeout: Duration::from_secs(5),
+            extra_features: 0,
         }
     }
 }

@@ -101,7 +101,8 @@ impl Session {
         } else if cfg.queue_pairs > 1 {
             return Err(DriverError::TooFewQueues { want: nq, got: 2 });
         }
-        let mut want = bit(VIRTIO_F_VERSION_1) | bit(VHOST_USER_F_PROTOCOL_FEATURES);
+        let mut want =
+            bit(VIRTIO_F_VERSION_1) | bit(VHOST_USER_F_PROTOCOL_FEATURES) | cfg.extra_features;
         if offered & bit(VIRTIO_NET_F_MAC) != 0 {
             want |= bit(VIRTIO_NET_F_MAC);
         }

@@ -2,9 +2,10 @@
 
 use virtio_bindings::virtio_config::{VIRTIO_F_IN_ORDER, VIRTIO_F_VERSION_1};
 use virtio_bindings::virtio_net::{
-    VIRTIO_NET_F_CTRL_VQ, VIRTIO_NET_F_GUEST_ANNOUNCE, VIRTIO_NET_F_MAC, VIRTIO_NET_F_MQ,
-    VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_F_MTU, VIRTIO_NET_F_STATUS, VIRTIO_NET_S_ANNOUNCE,
-    VIRTIO_NET_S_LINK_UP,
+    VIRTIO_NET_F_CSUM, VIRTIO_NET_F_CTRL_VQ, VIRTIO_NET_F_GUEST_ANNOUNCE, VIRTIO_NET_F_GUEST_CSUM,
+    VIRTIO_NET_F_GUEST_TSO4, VIRTIO_NET_F_GUEST_TSO6, VIRTIO_NET_F_HOST_TSO4,
+    VIRTIO_NET_F_HOST_TSO6, VIRTIO_NET_F_MAC, VIRTIO_NET_F_MQ, VIRTIO_NET_F_MRG_RXBUF,
+    VIRTIO_NET_F_MTU, VIRTIO_NET_F_STATUS, VIRTIO_NET_S_ANNOUNCE, VIRTIO_NET_S_LINK_UP,
 };
 use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
 
@@ -14,7 +15,7 @@ pub const VIRTIO_NET_HDR_LEN: usize = 12;
 /// vhost-user `VHOST_USER_F_PROTOCOL_FEATURES` (bit 30 of the virtio feature word).
 const VHOST_USER_F_PROTOCOL_FEATURES: u32 = 30;
 
-/// Virtio features quiver offers. Offloads come with the real-guest work.
+/// Virtio features quiver offers.
 pub fn offered_features() -> u64 {
     [
         VIRTIO_F_VERSION_1,
@@ -31,6 +32,14 @@ pub fn offered_features() -> u64 {
         VIRTIO_NET_F_CTRL_VQ,
         VIRTIO_NET_F_GUEST_ANNOUNCE,
         VHOST_USER_F_PROTOCOL_FEATURES,
+        // Offloads (§5.1.6.2): quiver finishes checksums and segments in software
+        // wherever a destination cannot take a frame as the guest sent it.
+        VIRTIO_NET_F_CSUM,
+        VIRTIO_NET_F_GUEST_CSUM,
+        VIRTIO_NET_F_HOST_TSO4,
+        VIRTIO_NET_F_HOST_TSO6,
+        VIRTIO_NET_F_GUEST_TSO4,
+        VIRTIO_NET_F_GUEST_TSO6,
     ]
     .iter()
     .fold(0u64, |acc, bit| acc | 1u64 << bit)
@@ -102,8 +111,12 @@ mod tests {
         for bit in [3u32, 5, 15, 16, 17, 21, 22, 28, 29, 30, 32, 35] {
             assert_ne!(f & (1 << bit), 0, "bit {bit} missing");
         }
-        // No offloads yet: CSUM (0), GUEST_CSUM (1), TSO (7, 11) stay off.
-        for bit in [0u32, 1, 7, 11] {
+        // Offloads: CSUM, GUEST_CSUM, GUEST_TSO4/6, HOST_TSO4/6; never UFO or ECN,
+        // which quiver cannot finish in software.
+        for bit in [0u32, 1, 7, 8, 11, 12] {
+            assert_ne!(f & (1 << bit), 0, "offload bit {bit} missing");
+        }
+        for bit in [9u32, 10, 13, 14] {
             assert_eq!(f & (1 << bit), 0, "bit {bit} offered");
         }
     }

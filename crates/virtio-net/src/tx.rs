@@ -18,6 +18,8 @@ pub enum TxError {
     Undersize { min: usize, got: usize },
     #[error("frame of {got} bytes exceeds the {max}-byte limit")]
     Oversize { max: usize, got: usize },
+    #[error("segmentation offload type {gso_type} was not negotiated")]
+    GsoNotNegotiated { gso_type: u8 },
 }
 
 impl TxError {
@@ -51,6 +53,8 @@ pub struct TxReader {
     pub indirect: bool,
     /// Largest frame accepted (Ethernet header + MTU + VLAN tag).
     pub max_frame: usize,
+    /// Largest segmentation-offload frame accepted; 0 when HOST_TSO is not negotiated.
+    pub max_gso_frame: usize,
 }
 
 /// Ethernet header without FCS.
@@ -77,16 +81,22 @@ impl TxReader {
                 got: len,
             });
         }
-        if len > self.max_frame {
-            return Err(TxError::Oversize {
-                max: self.max_frame,
-                got: len,
-            });
-        }
         let mut hdr = [0u8; VIRTIO_NET_HDR_LEN];
         {
             let dst = [Slice::from(&mut hdr[..])];
             copy_segs(&chain.segs, 0, &dst, 0, VIRTIO_NET_HDR_LEN);
+        }
+        // gso_type without its ECN bit (§5.1.6: VIRTIO_NET_HDR_GSO_ECN = 0x80).
+        let gso_type = hdr[1] & 0x7f;
+        let max = if gso_type == 0 {
+            self.max_frame
+        } else if self.max_gso_frame == 0 {
+            return Err(TxError::GsoNotNegotiated { gso_type });
+        } else {
+            self.max_gso_frame
+        };
+        if len > max {
+            return Err(TxError::Oversize { max, got: len });
         }
         // Cut the header off the front, however it was split.
         let mut segs = SegList::new();
@@ -125,8 +135,9 @@ mod tests {
         let m = mem();
         let q = MockSplitQueue::new(&m, 16);
         q.add_desc_chains(descs, 0).expect("chains");
-        // Header bytes 0..12 = 0xaa, frame bytes count up, in whatever split.
+        // Header bytes 0..12 = 0xaa except gso_type (0), frame bytes count up.
         let mut bytes = vec![0xaau8; 12];
+        bytes[1] = 0;
         bytes.extend(0..200u8);
         let mut at = 0usize;
         for desc in descs {
@@ -141,9 +152,11 @@ mod tests {
         let reader = TxReader {
             indirect: false,
             max_frame: max,
+            max_gso_frame: 0,
         };
         let f = reader.read(&m, &r, head)?;
-        assert_eq!(f.hdr, [0xaa; 12]);
+        assert_eq!(f.hdr[0], 0xaa);
+        assert_eq!(f.hdr[2..], [0xaa; 10]);
         let mut out = vec![0u8; f.len];
         assert_eq!(f.peek(&mut out), f.len);
         Ok((f.len, out))
@@ -160,6 +173,38 @@ mod tests {
             assert_eq!(len, 100, "split {split}");
             assert_eq!(data, (0..100u8).collect::<Vec<_>>(), "split {split}");
         }
+    }
+
+    #[test]
+    fn gso_frames_need_the_offload_and_have_their_own_limit() {
+        let m = mem();
+        let q = MockSplitQueue::new(&m, 16);
+        q.add_desc_chains(&[d(0x1_0000, 12 + 3000, 0, 0)], 0)
+            .expect("chains");
+        // gso_type TCPV4 (1), 3000 bytes: beyond max_frame, within max_gso_frame.
+        m.write_slice(&[1u8, 1], GuestAddress(0x1_0000))
+            .expect("hdr");
+        let mut r = ring(&m, &q);
+        let head = r.pop().expect("head");
+        let mut reader = TxReader {
+            indirect: false,
+            max_frame: 1518,
+            max_gso_frame: 0,
+        };
+        assert_eq!(
+            reader.read(&m, &r, head).err(),
+            Some(TxError::GsoNotNegotiated { gso_type: 1 })
+        );
+        reader.max_gso_frame = 65550;
+        assert_eq!(reader.read(&m, &r, head).map(|f| f.len).ok(), Some(3000));
+        reader.max_gso_frame = 2000;
+        assert_eq!(
+            reader.read(&m, &r, head).err(),
+            Some(TxError::Oversize {
+                max: 2000,
+                got: 3000
+            })
+        );
     }
 
     #[test]

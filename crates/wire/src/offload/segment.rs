@@ -58,7 +58,7 @@ pub fn segment(
     frame: &[u8],
     hdr: &VirtioNetHdr,
     out: &mut [u8],
-    mut emit: impl FnMut(&[u8]),
+    mut emit: impl FnMut(&mut [u8]),
 ) -> Result<usize, OffloadError> {
     let layout = parse(frame, hdr)?;
     let gso_size = usize::from(hdr.gso_size);
