@@ -1,0 +1,629 @@
+//! Real guests under QEMU: the test guest of `vm-images/` (Debian's kernel and a
+//! busybox initramfs whose init runs a shell script passed on the kernel command line)
+//! booted with one vhost-user virtio-net NIC on a quiverd socket.
+//!
+//! Two QEMU versions are supported side by side: Debian 12's 7.2 (`qemu-system-x86_64`
+//! on PATH) and 10.0 from bookworm-backports, unpacked by `scripts/setup-vm.sh` into
+//! `vm-images/out/qemu10` (never installed over 7.2). KVM is used when the test guest
+//! boots under it, TCG otherwise. Under TCG, QEMU 7.2 aborts in
+//! `msix_set_vector_notifiers` when a vhost-user device uses MSI-X, so 7.2 TCG guests
+//! boot with `pci=nomsi`; 10.0 keeps MSI-X on.
+//!
+//! The guest's init prints `QUIVER-READY` once eth0 is configured and
+//! `QUIVER-RESULT <exit code>` after the script, then powers off; `Vm::wait_result`
+//! waits for that line on the serial console (a file).
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::unique;
+
+/// Environment override of the accelerator: `kvm` or `tcg`.
+const ACCEL_ENV: &str = "QUIVER_ACCEL";
+/// Environment override of the cache `vm-images/build.sh` and `setup-vm.sh` write to.
+const CACHE_ENV: &str = "QUIVER_VM_CACHE";
+/// How long the KVM probe guest may take to boot and run its (empty) script; a
+/// working KVM needs 1–3 s.
+const KVM_PROBE_TIMEOUT: Duration = Duration::from_secs(20);
+/// Console line printed when the network is configured and the script starts.
+pub const READY_MARKER: &str = "QUIVER-READY";
+/// Console line prefix followed by the script's exit code.
+pub const RESULT_MARKER: &str = "QUIVER-RESULT ";
+
+/// Which QEMU to run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QemuVersion {
+    /// Debian 12's qemu-system-x86 (7.2), from PATH.
+    V7_2,
+    /// QEMU 10.0 from bookworm-backports, unpacked into the cache.
+    V10,
+}
+
+impl fmt::Display for QemuVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            QemuVersion::V7_2 => "QEMU 7.2",
+            QemuVersion::V10 => "QEMU 10.0",
+        })
+    }
+}
+
+/// The accelerator guests run under.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Accel {
+    Kvm,
+    Tcg,
+}
+
+impl Accel {
+    fn as_arg(self) -> &'static str {
+        match self {
+            Accel::Kvm => "kvm",
+            Accel::Tcg => "tcg",
+        }
+    }
+}
+
+/// A QEMU binary and what it needs to run.
+#[derive(Clone, Debug)]
+pub struct Qemu {
+    pub version: QemuVersion,
+    pub binary: PathBuf,
+    /// `-L` firmware directories, searched in order.
+    pub data_dirs: Vec<PathBuf>,
+    /// `QEMU_MODULE_DIR`: the unpacked 10.0 must not load 7.2's modules.
+    pub module_dir: Option<PathBuf>,
+    pub accel: Accel,
+}
+
+/// The repository root (the integration crate's parent).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+/// Where `vm-images/build.sh` and `scripts/setup-vm.sh` keep their output.
+pub fn cache_dir() -> PathBuf {
+    std::env::var_os(CACHE_ENV)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("vm-images/out"))
+}
+
+impl Qemu {
+    /// The QEMU of `version`, or `None` (with the reason) when it is not installed.
+    pub fn find(version: QemuVersion) -> Result<Qemu, String> {
+        let (binary, data_dirs, module_dir) = match version {
+            QemuVersion::V7_2 => {
+                let out = Command::new("sh")
+                    .args(["-c", "command -v qemu-system-x86_64"])
+                    .output()
+                    .map_err(|e| format!("running sh: {e}"))?;
+                let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
+                if path.is_empty() {
+                    return Err("qemu-system-x86_64 not on PATH (scripts/setup-vm.sh installs qemu-system-x86)".into());
+                }
+                (PathBuf::from(path), Vec::new(), None)
+            }
+            QemuVersion::V10 => {
+                let root = cache_dir().join("qemu10/root");
+                let binary = root.join("usr/bin/qemu-system-x86_64");
+                if !binary.exists() {
+                    return Err(format!(
+                        "{} missing (scripts/setup-vm.sh unpacks QEMU 10 from bookworm-backports)",
+                        binary.display()
+                    ));
+                }
+                // Its own data first; SeaBIOS and iPXE come from the host's packages
+                // (bios-256k.bin is a symlink into /usr/share/seabios there).
+                let data = vec![
+                    root.join("usr/share/qemu"),
+                    PathBuf::from("/usr/share/qemu"),
+                ];
+                (
+                    binary,
+                    data,
+                    Some(root.join("usr/lib/x86_64-linux-gnu/qemu")),
+                )
+            }
+        };
+        let mut qemu = Qemu {
+            version,
+            binary,
+            data_dirs,
+            module_dir,
+            accel: Accel::Tcg,
+        };
+        let version_out = qemu
+            .command()
+            .arg("--version")
+            .output()
+            .map_err(|e| format!("running {}: {e}", qemu.binary.display()))?;
+        if !version_out.status.success() {
+            return Err(format!(
+                "{} --version failed: {}",
+                qemu.binary.display(),
+                String::from_utf8_lossy(&version_out.stderr)
+            ));
+        }
+        qemu.accel = accel(&qemu);
+        Ok(qemu)
+    }
+
+    /// A `Command` for this QEMU with its environment and firmware paths.
+    fn command(&self) -> Command {
+        let mut c = Command::new(&self.binary);
+        if let Some(m) = &self.module_dir {
+            c.env("QEMU_MODULE_DIR", m);
+        }
+        for d in &self.data_dirs {
+            c.arg("-L").arg(d);
+        }
+        c
+    }
+
+    /// `reconnect=1` (7.2) or `reconnect-ms=1000` (10.0, where `reconnect` is gone).
+    pub fn reconnect_arg(&self) -> &'static str {
+        match self.version {
+            QemuVersion::V7_2 => "reconnect=1",
+            QemuVersion::V10 => "reconnect-ms=1000",
+        }
+    }
+
+    /// Whether guests need `pci=nomsi` (QEMU 7.2 under TCG, see the module doc).
+    pub fn needs_nomsi(&self) -> bool {
+        self.version == QemuVersion::V7_2 && self.accel == Accel::Tcg
+    }
+}
+
+/// The accelerator: `QUIVER_ACCEL` if set, else KVM when the test guest boots under it.
+/// Probed once per process; the answer is kept in the cache per host boot (keyed by
+/// /proc/sys/kernel/random/boot_id), so a failing probe costs its timeout once.
+fn accel(qemu: &Qemu) -> Accel {
+    static ACCEL: OnceLock<Accel> = OnceLock::new();
+    *ACCEL.get_or_init(|| match std::env::var(ACCEL_ENV).as_deref() {
+        Ok("kvm") => Accel::Kvm,
+        Ok("tcg") => Accel::Tcg,
+        _ => {
+            let boot_id =
+                std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
+            let memo = cache_dir().join(format!("accel-{}", boot_id.trim()));
+            let a = match std::fs::read_to_string(&memo).as_deref() {
+                Ok("kvm") => Accel::Kvm,
+                Ok("tcg") => Accel::Tcg,
+                _ => {
+                    let a = probe_kvm(qemu);
+                    let _ = std::fs::write(&memo, a.as_arg());
+                    a
+                }
+            };
+            eprintln!(
+                "qemu: accelerator {} (probe cached in {})",
+                a.as_arg(),
+                memo.display()
+            );
+            a
+        }
+    })
+}
+
+/// Boots the test guest under KVM with an empty script. /dev/kvm can open, create VMs
+/// and even run a few real-mode instructions where a Linux guest never gets anywhere
+/// (nested virtualisation off: the vCPU spins in the host kernel), so only a guest that
+/// reaches `QUIVER-RESULT 0` counts.
+fn probe_kvm(qemu: &Qemu) -> Accel {
+    if !Path::new("/dev/kvm").exists() {
+        return Accel::Tcg;
+    }
+    let (Ok(dir), Ok(image)) = (crate::TempDir::new("kvmprobe"), GuestImage::get()) else {
+        return Accel::Tcg;
+    };
+    let console = dir.path().join("console.log");
+    let child = qemu
+        .command()
+        .args([
+            "-accel",
+            "kvm",
+            "-machine",
+            "q35",
+            "-m",
+            "256",
+            "-nodefaults",
+        ])
+        .args(["-display", "none", "-no-reboot", "-serial"])
+        .arg(format!("file:{}", console.display()))
+        .arg("-kernel")
+        .arg(&image.kernel)
+        .arg("-initrd")
+        .arg(&image.initrd)
+        .args(["-append", "console=ttyS0 quiet panic=-1"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+    let Ok(mut child) = child else {
+        return Accel::Tcg;
+    };
+    let deadline = Instant::now() + KVM_PROBE_TIMEOUT;
+    let ran = loop {
+        let done = std::fs::read_to_string(&console)
+            .is_ok_and(|t| t.lines().any(|l| l.trim_end() == "QUIVER-RESULT 0"));
+        if done {
+            break true;
+        }
+        if matches!(child.try_wait(), Ok(Some(_))) || Instant::now() > deadline {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    if ran {
+        Accel::Kvm
+    } else {
+        Accel::Tcg
+    }
+}
+
+/// The test guest's kernel and initramfs.
+#[derive(Clone, Debug)]
+pub struct GuestImage {
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+}
+
+impl GuestImage {
+    /// Runs `vm-images/build.sh` (cached: seconds when nothing changed) once per
+    /// process and returns its output.
+    pub fn get() -> Result<GuestImage> {
+        static BUILT: Mutex<Option<GuestImage>> = Mutex::new(None);
+        let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(img) = built.as_ref() {
+            return Ok(img.clone());
+        }
+        let script = repo_root().join("vm-images/build.sh");
+        let out = Command::new(&script)
+            .env(CACHE_ENV, cache_dir())
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("running {}", script.display()))?;
+        if !out.status.success() {
+            bail!(
+                "{} failed ({}): {}{}",
+                script.display(),
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let img = GuestImage {
+            kernel: cache_dir().join("vmlinuz"),
+            initrd: cache_dir().join("initrd.img"),
+        };
+        *built = Some(img.clone());
+        Ok(img)
+    }
+}
+
+/// One guest: its NIC on a vhost-user socket, its address and its script.
+#[derive(Clone, Debug)]
+pub struct VmSpec {
+    /// Short name used in file names and messages.
+    pub name: String,
+    /// The VNIC's vhost-user socket (quiverd is the server).
+    pub socket: PathBuf,
+    pub mac: String,
+    /// Queue pairs of the NIC (`queues=` on the netdev; `mq=on` when > 1).
+    pub queue_pairs: u16,
+    /// `quiver.ip=` of the guest, e.g. `10.0.0.1/24`.
+    pub ip: Option<String>,
+    /// `quiver.mtu=` of the guest's eth0.
+    pub mtu: Option<u16>,
+    /// Shell script run by the guest's init (busybox sh); its exit code is the result.
+    pub script: String,
+    pub cpus: u8,
+    pub memory_mb: u32,
+}
+
+impl VmSpec {
+    pub fn new(name: &str, socket: &Path, mac: &str) -> VmSpec {
+        VmSpec {
+            name: name.to_string(),
+            socket: socket.to_path_buf(),
+            mac: mac.to_string(),
+            queue_pairs: 1,
+            ip: None,
+            mtu: None,
+            script: String::new(),
+            cpus: 1,
+            memory_mb: 256,
+        }
+    }
+}
+
+/// A running guest; QEMU is killed on drop, and its console printed if the test panics.
+pub struct Vm {
+    pub name: String,
+    pub console: PathBuf,
+    pub stderr: PathBuf,
+    child: Option<Child>,
+    _dir: crate::TempDir,
+}
+
+impl Vm {
+    /// Starts QEMU for `spec`. QEMU connects to the socket itself (and retries).
+    pub fn boot(qemu: &Qemu, image: &GuestImage, spec: &VmSpec) -> Result<Vm> {
+        let dir = crate::TempDir::new(&format!("vm-{}", spec.name))?;
+        let console = dir.path().join("console.log");
+        let stderr = dir.path().join("qemu.log");
+        let args = qemu_args(qemu, image, spec, &console);
+        let err = std::fs::File::create(&stderr)?;
+        let child = qemu
+            .command()
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(err.try_clone()?)
+            .stderr(err)
+            .spawn()
+            .with_context(|| format!("starting {}", qemu.binary.display()))?;
+        eprintln!(
+            "{}: {} {} ({} {})",
+            spec.name,
+            qemu.version,
+            qemu.binary.display(),
+            qemu.accel.as_arg(),
+            args.join(" ")
+        );
+        Ok(Vm {
+            name: spec.name.clone(),
+            console,
+            stderr,
+            child: Some(child),
+            _dir: dir,
+        })
+    }
+
+    /// The serial console so far.
+    pub fn console_text(&self) -> String {
+        std::fs::read_to_string(&self.console).unwrap_or_default()
+    }
+
+    /// QEMU's own messages so far.
+    pub fn qemu_log(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// Waits until a console line starts with `prefix`, returning the rest of that line.
+    pub fn wait_line(&mut self, prefix: &str, timeout: Duration) -> Result<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let text = self.console_text();
+            if let Some(rest) = text
+                .lines()
+                .find_map(|l| l.trim_end_matches('\r').strip_prefix(prefix))
+            {
+                return Ok(rest.to_string());
+            }
+            let exited = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            if let Some(status) = exited {
+                bail!(
+                    "{}: QEMU exited ({status}) before {prefix:?}\n{}",
+                    self.name,
+                    self.diagnostics()
+                );
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{}: no {prefix:?} within {timeout:?}\n{}",
+                    self.name,
+                    self.diagnostics()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Waits for `QUIVER-RESULT <rc>` and returns the script's exit code.
+    pub fn wait_result(&mut self, timeout: Duration) -> Result<i32> {
+        let rest = self.wait_line(RESULT_MARKER, timeout)?;
+        rest.trim()
+            .parse()
+            .with_context(|| format!("{}: bad result line {rest:?}", self.name))
+    }
+
+    /// Console and QEMU log, for failure messages.
+    pub fn diagnostics(&self) -> String {
+        format!(
+            "--- {} console ---\n{}--- {} qemu log ---\n{}",
+            self.name,
+            self.console_text(),
+            self.name,
+            self.qemu_log()
+        )
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("{}", self.diagnostics());
+        }
+    }
+}
+
+/// The QEMU command line for `spec` (without the binary and `-L` paths).
+pub fn qemu_args(qemu: &Qemu, image: &GuestImage, spec: &VmSpec, console: &Path) -> Vec<String> {
+    let mut append = vec![
+        "console=ttyS0".to_string(),
+        "quiet".into(),
+        "panic=-1".into(),
+    ];
+    if qemu.needs_nomsi() {
+        append.push("pci=nomsi".into());
+    }
+    if let Some(ip) = &spec.ip {
+        append.push(format!("quiver.ip={ip}"));
+    }
+    if let Some(mtu) = spec.mtu {
+        append.push(format!("quiver.mtu={mtu}"));
+    }
+    if !spec.script.is_empty() {
+        append.push(format!("quiver.cmd={}", base64(spec.script.as_bytes())));
+    }
+    let mut device = format!("virtio-net-pci,netdev=n0,mac={},romfile=", spec.mac);
+    if spec.queue_pairs > 1 {
+        // MSI-X vectors: one per queue (2 per pair), the control queue and config.
+        device.push_str(&format!(
+            ",mq=on,vectors={}",
+            u32::from(spec.queue_pairs) * 2 + 2
+        ));
+    }
+    if let Some(mtu) = spec.mtu {
+        device.push_str(&format!(",host_mtu={mtu}"));
+    }
+    let id = unique();
+    [
+        "-name",
+        &format!("quiver-{}-{id}", spec.name),
+        "-accel",
+        qemu.accel.as_arg(),
+        "-machine",
+        "q35",
+        "-m",
+        &spec.memory_mb.to_string(),
+        "-smp",
+        &spec.cpus.to_string(),
+        "-nodefaults",
+        "-display",
+        "none",
+        "-no-reboot",
+        "-serial",
+        &format!("file:{}", console.display()),
+        "-object",
+        &format!(
+            "memory-backend-memfd,id=mem,size={}M,share=on",
+            spec.memory_mb
+        ),
+        "-numa",
+        "node,memdev=mem",
+        "-chardev",
+        &format!(
+            "socket,id=c0,path={},{}",
+            spec.socket.display(),
+            qemu.reconnect_arg()
+        ),
+        "-netdev",
+        &format!("vhost-user,id=n0,chardev=c0,queues={}", spec.queue_pairs),
+        "-device",
+        &device,
+        "-kernel",
+        &image.kernel.display().to_string(),
+        "-initrd",
+        &image.initrd.display().to_string(),
+        "-append",
+        &append.join(" "),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// Standard base64 (RFC 4648 §4, with padding), for `quiver.cmd=`.
+pub fn base64(data: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// A guest-side shell snippet: retry `ping -c 1` to `ip` for up to `secs` seconds
+/// (the peer may still be booting), then `ping -c count -W 5`; exits non-zero on failure.
+pub fn ping_script(ip: &str, count: u32, secs: u32) -> String {
+    format!(
+        "i=0\nuntil ping -c 1 -W 1 {ip} >/dev/null 2>&1; do\n  i=$((i + 1))\n  [ $i -ge {secs} ] && {{ echo \"{ip} unreachable\"; ip -s link show eth0; exit 1; }}\ndone\nping -c {count} -W 5 {ip} || exit 1\n"
+    )
+}
+
+/// A guest-side shell snippet: wait up to `secs` seconds until this guest has answered
+/// at least `n` ICMP echo requests (`InEchos` of /proc/net/snmp), so a peer pinging it
+/// is done before it powers off.
+pub fn wait_echoes_script(n: u32, secs: u32) -> String {
+    format!(
+        "echoes() {{ awk '/^Icmp:/ {{ if (!h) {{ for (i = 1; i <= NF; i++) if ($i == \"InEchos\") c = i; h = 1 }} else print $c }}' /proc/net/snmp; }}\n\
+         i=0\nuntil [ \"$(echoes)\" -ge {n} ]; do\n  i=$((i + 1))\n  [ $i -ge {} ] && {{ echo \"only $(echoes) echo requests answered\"; exit 1; }}\n  sleep 0.2\ndone\n",
+        secs * 5
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_rfc4648_vectors() {
+        for (input, want) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64(input.as_bytes()), want, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn command_line_follows_the_version() {
+        let image = GuestImage {
+            kernel: "/k".into(),
+            initrd: "/i".into(),
+        };
+        let mut spec = VmSpec::new("a", Path::new("/s.sock"), "52:54:00:00:00:01");
+        spec.queue_pairs = 4;
+        let mut q = Qemu {
+            version: QemuVersion::V7_2,
+            binary: "qemu".into(),
+            data_dirs: Vec::new(),
+            module_dir: None,
+            accel: Accel::Tcg,
+        };
+        let a = qemu_args(&q, &image, &spec, Path::new("/c")).join(" ");
+        assert!(a.contains("path=/s.sock,reconnect=1 "), "{a}");
+        assert!(a.contains("pci=nomsi"), "{a}");
+        assert!(a.contains("queues=4 "), "{a}");
+        assert!(a.contains("mq=on,vectors=10"), "{a}");
+        q.version = QemuVersion::V10;
+        let a = qemu_args(&q, &image, &spec, Path::new("/c")).join(" ");
+        assert!(a.contains("reconnect-ms=1000"), "{a}");
+        assert!(!a.contains("pci=nomsi"), "{a}");
+    }
+}
