@@ -272,15 +272,11 @@ fn exchange(row: Row, mode: QuiverdMode) -> Result<()> {
     let after = q.stats()?;
     let output = tp.finish()?;
 
+    let delta =
+        |v: &str, f: &str| vnic_total(&after, v, f).saturating_sub(vnic_total(&before, v, f));
     let counters: Vec<(&str, u64, u64)> = ["vm1", "vm2"]
         .iter()
-        .map(|v| {
-            (
-                *v,
-                vnic_total(&after, v, "rx_packets") - vnic_total(&before, v, "rx_packets"),
-                vnic_total(&after, v, "tx_packets") - vnic_total(&before, v, "tx_packets"),
-            )
-        })
+        .map(|v| (*v, delta(v, "rx_packets"), delta(v, "tx_packets")))
         .collect();
     let tp_rx = forward_rx_packets(&output);
     eprintln!(
