@@ -114,7 +114,9 @@ impl Quiverd {
     fn wait_sockets(&mut self, text: &str) -> Result<()> {
         let sockets = server_sockets(text);
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !sockets.iter().all(|s| Path::new(s).exists()) {
+        // The stats file is first written after the signal handlers are installed: until
+        // then SIGUSR1 would kill quiverd.
+        while !self.stats.exists() || !sockets.iter().all(|s| Path::new(s).exists()) {
             if let Some(status) = self
                 .child
                 .as_mut()
@@ -162,6 +164,8 @@ impl Quiverd {
             let _ = c.kill();
             let _ = c.wait();
         }
+        // The new process's first stats file says it is up (sockets bound, signals set).
+        let _ = std::fs::remove_file(&self.stats);
         self.spawn()?;
         let text = std::fs::read_to_string(&self.config)?;
         self.wait_sockets(&text)

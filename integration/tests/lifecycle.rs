@@ -302,3 +302,37 @@ fn sigterm_removes_sockets_and_exits_zero() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn restart_after_sigkill_replaces_stale_sockets_and_a_second_instance_is_refused() -> Result<()> {
+    let cfg = [vnic("vm1", 1, "socket_mode = \"0600\""), vnic("vm2", 2, "")].concat();
+    let mut q = Quiverd::start("sigkill", &cfg)?;
+    // A second quiverd on the same sockets must not steal them.
+    let out = std::process::Command::new(quiver_integration::quiverd_bin())
+        .arg("--config")
+        .arg(&q.config)
+        .output()?;
+    ensure!(
+        !out.status.success(),
+        "a second quiverd started on live sockets"
+    );
+    ensure!(
+        String::from_utf8_lossy(&out.stderr).contains("in use"),
+        "unclear refusal: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut g1 = connect(&q, "vm1", MAC1, 1)?;
+    let mut g2 = connect(&q, "vm2", MAC2, 1)?;
+    exchange(&mut g1, &mut g2, MAC2, MAC1, 1)?;
+    drop((g1, g2));
+    // SIGKILL leaves the socket files behind; the new process replaces them.
+    q.kill_and_restart()?;
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(sock(&q, "vm1"))?.permissions().mode() & 0o777;
+    ensure!(mode == 0o600, "socket mode {mode:o} after restart");
+    let mut g1 = connect(&q, "vm1", MAC1, 1)?;
+    let mut g2 = connect(&q, "vm2", MAC2, 1)?;
+    exchange(&mut g1, &mut g2, MAC2, MAC1, 2)?;
+    exchange(&mut g2, &mut g1, MAC1, MAC2, 3)?;
+    Ok(())
+}

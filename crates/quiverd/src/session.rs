@@ -6,6 +6,7 @@
 //! socket and retries until it appears. A stop request ends the loop in both modes.
 
 use std::os::fd::AsRawFd;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -43,8 +44,10 @@ pub enum SessionError {
         vnic: String,
         path: String,
         #[source]
-        source: vhost::vhost_user::Error,
+        source: std::io::Error,
     },
+    #[error("{vnic}: {path} is in use by another process (another quiverd?)")]
+    InUse { vnic: String, path: String },
     #[error("{vnic}: cannot set ownership or mode of {path}")]
     Permissions {
         vnic: String,
@@ -110,20 +113,35 @@ impl Session {
 
 fn bind(cfg: &VnicConfig) -> Result<Listener, SessionError> {
     let path = &cfg.socket;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|source| SessionError::SocketDir {
-            vnic: cfg.name.clone(),
-            dir: dir.display().to_string(),
-            source,
-        })?;
-    }
-    let listener = Listener::new(path, true).map_err(|source| SessionError::Listen {
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    std::fs::create_dir_all(dir).map_err(|source| SessionError::SocketDir {
+        vnic: cfg.name.clone(),
+        dir: dir.display().to_string(),
+        source,
+    })?;
+    let listen_err = |source: std::io::Error| SessionError::Listen {
         vnic: cfg.name.clone(),
         path: path.display().to_string(),
         source,
-    })?;
-    sockperm::apply(
-        path,
+    };
+    // A socket someone still answers on belongs to a running process: never steal it.
+    if UnixStream::connect(path).is_ok() {
+        return Err(SessionError::InUse {
+            vnic: cfg.name.clone(),
+            path: path.display().to_string(),
+        });
+    }
+    // Bind under a private name, set owner and mode, then rename into place: the socket
+    // is never reachable with the wrong permissions, and a stale file from a killed
+    // quiverd is replaced atomically.
+    let file_name = path
+        .file_name()
+        .map_or_else(|| "vnic.sock".into(), |n| n.to_string_lossy().into_owned());
+    let tmp = dir.join(format!(".{file_name}.{}.tmp", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    let listener = UnixListener::bind(&tmp).map_err(listen_err)?;
+    let placed = sockperm::apply(
+        &tmp,
         cfg.socket_mode,
         cfg.socket_owner.as_deref(),
         cfg.socket_group.as_deref(),
@@ -132,8 +150,13 @@ fn bind(cfg: &VnicConfig) -> Result<Listener, SessionError> {
         vnic: cfg.name.clone(),
         path: path.display().to_string(),
         source,
-    })?;
-    Ok(listener)
+    })
+    .and_then(|()| std::fs::rename(&tmp, path).map_err(listen_err));
+    if let Err(e) = placed {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    Ok(Listener::from(listener))
 }
 
 /// Waits until `fd` is readable or `stop` is set; true when readable.
@@ -218,7 +241,10 @@ fn serve(
         // Dropping the daemon stops and joins its workers.
         drop(daemon);
     }
-    drop(listener);
+    // The listener was bound under another name and renamed: remove the path here.
+    if listener.take().is_some() {
+        let _ = std::fs::remove_file(&vnic.cfg.socket);
+    }
 }
 
 fn connect_client(

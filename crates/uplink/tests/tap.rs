@@ -242,6 +242,11 @@ fn non_persistent_tap_in_our_namespace_vanishes_on_drop() {
     tap.set_offload(libc::TUN_F_CSUM).unwrap();
     tap.set_offload(0).unwrap();
     drop(tap);
+    // The kernel unregisters the device asynchronously (RCU) after the last close.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while sys.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     assert!(!sys.exists());
 }
 
