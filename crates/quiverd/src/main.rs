@@ -1,6 +1,7 @@
 //! quiverd: serves VNICs (vhost-user virtio-net devices, one socket each) on a
 //! software switch with uplinks. See README.md for the configuration format.
 
+mod attach;
 mod backend;
 mod config;
 mod daemon;
@@ -36,9 +37,20 @@ use crate::daemon::Daemon;
 ///
 /// Signals: SIGHUP re-reads the configuration and applies the difference; SIGUSR1 writes
 /// the stats file now; SIGTERM/SIGINT shut down and remove the sockets.
+///
+/// The subcommands print what attaches a VM to a configured VNIC and exit.
 #[derive(Parser, Debug)]
-#[command(name = "quiverd", version, about, long_about)]
+#[command(
+    name = "quiverd",
+    version,
+    about,
+    long_about,
+    subcommand_negates_reqs = true,
+    args_conflicts_with_subcommands = true
+)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<attach::Command>,
     /// Configuration file (TOML).
     #[arg(short, long, value_name = "FILE", required_unless_present_any = ["check_config", "print_capabilities"])]
     config: Option<PathBuf>,
@@ -46,7 +58,9 @@ struct Args {
     #[arg(long, value_name = "FILE", conflicts_with = "config")]
     check_config: Option<PathBuf>,
     /// Print the vhost-user backend capabilities as JSON and exit (QEMU's
-    /// vhost-user.rst "Backend program conventions").
+    /// vhost-user.rst "Backend program conventions"; other arguments are ignored).
+    /// share/50-quiver.json is the matching discovery file for
+    /// /usr/share/qemu/vhost-user/.
     #[arg(long)]
     print_capabilities: bool,
     /// Write per-VNIC and per-uplink counters as JSON to FILE (every second and on SIGUSR1).
@@ -74,14 +88,22 @@ pub fn report(e: &dyn std::error::Error) -> String {
 }
 
 fn main() -> ExitCode {
+    // vhost-user.rst: with --print-capabilities "other options and arguments should be
+    // ignored", so it is honoured before clap can refuse any of them.
+    if std::env::args_os()
+        .skip(1)
+        .any(|a| a == "--print-capabilities")
+    {
+        println!("{}", attach::capabilities());
+        return ExitCode::SUCCESS;
+    }
     let args = Args::parse();
+    if let Some(command) = &args.command {
+        return command.run();
+    }
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(&args.log_level))
         .format_timestamp_millis()
         .init();
-    if args.print_capabilities {
-        println!("{}", serde_json::json!({ "type": "net", "features": [] }));
-        return ExitCode::SUCCESS;
-    }
     if let Some(path) = &args.check_config {
         return match Config::load(path) {
             Ok(cfg) => {
