@@ -74,6 +74,9 @@ struct Args {
 /// Learned uplink MACs not heard from for this long are forgotten (802.1D default).
 const MAC_AGE_SECS: u64 = 300;
 const MAC_AGING_PERIOD: Duration = Duration::from_secs(10);
+/// How often the main loop wakes for housekeeping, and rewrites the stats file.
+const HOUSEKEEPING: Duration = Duration::from_secs(1);
+const STATS_PERIOD: Duration = Duration::from_secs(1);
 
 /// Formats an error with its chain of causes: "a: b: c".
 pub fn report(e: &dyn std::error::Error) -> String {
@@ -152,9 +155,28 @@ fn run(path: &std::path::Path, stats_file: Option<&std::path::Path>) -> anyhow::
     };
     write_stats(&daemon);
     let mut last_aging = std::time::Instant::now();
+    // Signals arrive on a channel so the loop sleeps until one comes or the next
+    // housekeeping tick: an idle quiverd wakes once a second.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let signal_thread = std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            for sig in signals.forever() {
+                if tx.send(sig).is_err() {
+                    break;
+                }
+            }
+        })?;
+    drop(signal_thread);
+    let mut last_stats = std::time::Instant::now();
     loop {
         let mut quit = false;
-        for sig in signals.pending() {
+        let first = match rx.recv_timeout(HOUSEKEEPING) {
+            Ok(sig) => Some(sig),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => None,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Some(SIGTERM),
+        };
+        for sig in first.into_iter().chain(rx.try_iter()) {
             match sig {
                 SIGHUP => match Config::load(path) {
                     Ok(cfg) => match daemon.apply(&cfg) {
@@ -178,7 +200,10 @@ fn run(path: &std::path::Path, stats_file: Option<&std::path::Path>) -> anyhow::
         if quit {
             break;
         }
-        write_stats(&daemon);
+        if last_stats.elapsed() >= STATS_PERIOD {
+            last_stats = std::time::Instant::now();
+            write_stats(&daemon);
+        }
         if last_aging.elapsed() >= MAC_AGING_PERIOD {
             last_aging = std::time::Instant::now();
             let now = std::time::SystemTime::now()
@@ -189,7 +214,6 @@ fn run(path: &std::path::Path, stats_file: Option<&std::path::Path>) -> anyhow::
                 log::debug!("aged out {aged} learned MACs");
             }
         }
-        std::thread::sleep(Duration::from_millis(250));
     }
     log::info!("shutting down");
     daemon.shutdown();
