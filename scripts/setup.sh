@@ -5,7 +5,8 @@ set -euo pipefail
 
 export DEBIAN_FRONTEND=noninteractive
 
-PACKAGES=(dpdk-dev iproute2 tcpdump netsniff-ng ethtool jq build-essential pkg-config)
+PACKAGES=(dpdk-dev iproute2 tcpdump netsniff-ng ethtool jq build-essential pkg-config
+    libvirt-clients libxml2-utils) # virt-xml-validate and the xmllint it runs
 MIN_HUGEPAGES=512
 
 step() { printf 'setup: %s\n' "$*"; }
