@@ -440,14 +440,14 @@ impl Vm {
             .with_context(|| format!("{}: bad result line {rest:?}", self.name))
     }
 
-    /// Console and QEMU log, for failure messages.
+    /// Console and QEMU log (repeated lines condensed), for failure messages.
     pub fn diagnostics(&self) -> String {
         format!(
-            "--- {} console ---\n{}--- {} qemu log ---\n{}",
+            "--- {} console ---\n{}--- {} qemu log (condensed) ---\n{}",
             self.name,
             self.console_text(),
             self.name,
-            self.qemu_log()
+            condense(&self.qemu_log())
         )
     }
 }
@@ -541,6 +541,34 @@ pub fn qemu_args(qemu: &Qemu, image: &GuestImage, spec: &VmSpec, console: &Path)
     .collect()
 }
 
+/// A log with repeated lines folded into their first occurrence, counted: a front-end
+/// that reconnects every second repeats the same few lines hundreds of times. A leading
+/// `[timestamp ...]` (quiverd's log format) is dropped, so lines that differ only in
+/// their time fold too.
+pub fn condense(log: &str) -> String {
+    let mut order: Vec<(&str, usize)> = Vec::new();
+    for line in log.lines() {
+        let key = match line.strip_prefix('[').and_then(|r| r.split_once(' ')) {
+            Some((_, rest)) => rest,
+            None => line,
+        };
+        match order.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, n)) => *n += 1,
+            None => order.push((key, 1)),
+        }
+    }
+    order
+        .iter()
+        .map(|(k, n)| {
+            if *n > 1 {
+                format!("{n}x {k}\n")
+            } else {
+                format!("{k}\n")
+            }
+        })
+        .collect()
+}
+
 /// Standard base64 (RFC 4648 §4, with padding), for `quiver.cmd=`.
 pub fn base64(data: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -563,11 +591,11 @@ pub fn base64(data: &[u8]) -> String {
     out
 }
 
-/// A guest-side shell snippet: retry `ping -c 1` to `ip` for up to `secs` seconds
+/// A guest-side shell snippet: retry `ping -c 1` to `ip` for `secs` rounds of 1–2 s
 /// (the peer may still be booting), then `ping -c count -W 5`; exits non-zero on failure.
 pub fn ping_script(ip: &str, count: u32, secs: u32) -> String {
     format!(
-        "i=0\nuntil ping -c 1 -W 1 {ip} >/dev/null 2>&1; do\n  i=$((i + 1))\n  [ $i -ge {secs} ] && {{ echo \"{ip} unreachable\"; ip -s link show eth0; exit 1; }}\ndone\nping -c {count} -W 5 {ip} || exit 1\n"
+        "i=0\nuntil ping -c 1 -W 1 {ip} >/dev/null 2>&1; do\n  i=$((i + 1))\n  [ $i -ge {secs} ] && {{ echo \"{ip} unreachable\"; ip -s link show eth0; exit 1; }}\n  sleep 1\ndone\nping -c {count} -W 5 {ip} || exit 1\n"
     )
 }
 
@@ -599,6 +627,12 @@ mod tests {
         ] {
             assert_eq!(base64(input.as_bytes()), want, "{input:?}");
         }
+    }
+
+    #[test]
+    fn condense_counts_repeats_ignoring_timestamps() {
+        let log = "[t1 WARN x] a\n[t2 WARN x] a\nb\n[t3 WARN x] a\nb\n";
+        assert_eq!(condense(log), "3x WARN x] a\n2x b\n");
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use quiver_integration::qemu::{
-    ping_script, wait_echoes_script, GuestImage, Qemu, QemuVersion, Vm, VmSpec,
+    condense, ping_script, wait_echoes_script, GuestImage, Qemu, QemuVersion, Vm, VmSpec,
 };
 use quiver_integration::{is_root, vnic_total, Quiverd};
 use quiver_uplink::netns::{unique_name, NetnsGuard};
@@ -23,7 +23,7 @@ const MAC2: &str = "52:54:00:00:00:02";
 /// Boot plus script, under TCG on a busy machine.
 const GUEST_TIMEOUT: Duration = Duration::from_secs(300);
 /// How long a guest keeps retrying to reach its peer (which may still be booting).
-const REACH_SECS: u32 = 120;
+const REACH_SECS: u32 = 45;
 const PINGS: u32 = 3;
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -91,10 +91,10 @@ fn guests_ping_each_other(version: QemuVersion) -> Result<()> {
         let rc = vm.wait_result(GUEST_TIMEOUT)?;
         ensure!(
             rc == 0,
-            "{}: script failed ({rc})\n{}\n--- quiverd ---\n{}",
+            "{}: script failed ({rc})\n{}\n--- quiverd log (condensed) ---\n{}",
             vm.name,
             vm.diagnostics(),
-            q.log_text()
+            condense(&q.log_text())
         );
     }
     eprintln!(
@@ -156,10 +156,10 @@ fn guest_pings_namespace_host(version: QemuVersion) -> Result<()> {
     let rc = vm.wait_result(GUEST_TIMEOUT)?;
     ensure!(
         rc == 0,
-        "{}: script failed ({rc})\n{}\n--- quiverd ---\n{}",
+        "{}: script failed ({rc})\n{}\n--- quiverd log (condensed) ---\n{}",
         vm.name,
         vm.diagnostics(),
-        q.log_text()
+        condense(&q.log_text())
     );
     eprintln!(
         "{version}: guest pinged the namespace host in {:?}",
