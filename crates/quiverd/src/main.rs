@@ -8,6 +8,7 @@ mod daemon;
 mod deliver;
 mod fabric;
 mod offload;
+mod proxy;
 mod ratelimit;
 mod session;
 mod sockperm;
@@ -217,6 +218,7 @@ fn run(path: &std::path::Path, stats_file: Option<&std::path::Path>) -> anyhow::
     }
     log::info!("shutting down");
     daemon.shutdown();
+    session::remove_private_dir();
     write_stats(&daemon);
     Ok(())
 }

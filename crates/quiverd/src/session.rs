@@ -6,10 +6,12 @@
 //! socket and retries until it appears. A stop request ends the loop in both modes.
 
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -20,6 +22,7 @@ use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 use crate::backend::NetBackend;
 use crate::config::{SocketMode, VnicConfig};
 use crate::fabric::Fabric;
+use crate::proxy;
 use crate::sockperm;
 use crate::vnic::{Conn, Vnic};
 use crate::vring;
@@ -111,7 +114,7 @@ impl Session {
     }
 }
 
-fn bind(cfg: &VnicConfig) -> Result<Listener, SessionError> {
+fn bind(cfg: &VnicConfig) -> Result<UnixListener, SessionError> {
     let path = &cfg.socket;
     let dir = path.parent().unwrap_or(Path::new("/"));
     std::fs::create_dir_all(dir).map_err(|source| SessionError::SocketDir {
@@ -156,7 +159,7 @@ fn bind(cfg: &VnicConfig) -> Result<Listener, SessionError> {
         let _ = std::fs::remove_file(&tmp);
         return Err(e);
     }
-    Ok(Listener::from(listener))
+    Ok(listener)
 }
 
 /// Waits until `fd` is readable or `stop` is set; true when readable.
@@ -178,15 +181,93 @@ fn wait_readable(fd: i32, stop: &AtomicBool) -> bool {
     false
 }
 
+/// A private directory (mode 0700) for the back-end ends of relayed connections.
+fn private_dir() -> std::io::Result<&'static Path> {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    if let Some(d) = DIR.get() {
+        return Ok(d);
+    }
+    let d = std::env::temp_dir().join(format!("quiverd-{}", std::process::id()));
+    std::fs::create_dir_all(&d)?;
+    std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700))?;
+    Ok(DIR.get_or_init(|| d))
+}
+
+/// Removes the private directory (at shutdown).
+pub fn remove_private_dir() {
+    if let Ok(d) = private_dir() {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
+
+/// Waits for the front-end: accepts on our socket (server mode) or connects to its
+/// socket, retrying (client mode). None when stopped.
+fn frontend(
+    cfg: &VnicConfig,
+    listener: Option<&UnixListener>,
+    stop: &AtomicBool,
+) -> Option<UnixStream> {
+    let mut warned = false;
+    while !stop.load(Ordering::Relaxed) {
+        let got = match listener {
+            Some(l) => {
+                if !wait_readable(l.as_raw_fd(), stop) {
+                    return None;
+                }
+                l.accept().map(|(s, _)| s)
+            }
+            None => UnixStream::connect(&cfg.socket),
+        };
+        match got {
+            Ok(s) => return Some(s),
+            Err(e) => {
+                if listener.is_some() {
+                    log::warn!("{}: accept failed: {e}", cfg.name);
+                } else if !warned {
+                    log::info!(
+                        "{}: waiting for the front-end to listen on {}: {e}",
+                        cfg.name,
+                        cfg.socket.display()
+                    );
+                    warned = true;
+                }
+                std::thread::sleep(RETRY);
+            }
+        }
+    }
+    None
+}
+
+/// Hands the back-end end of a fresh connection to vhost-user-backend: it only
+/// accepts on a listener or connects to a path, so it gets a private listener of its
+/// own for the moment of the accept.
+fn attach_backend(
+    daemon: &mut VhostUserDaemon<NetBackend>,
+    name: &str,
+    n: u64,
+) -> Result<UnixStream, String> {
+    let dir = private_dir().map_err(|e| format!("private directory: {e}"))?;
+    let path = dir.join(format!("{name}.{n}.sock"));
+    let mut listener = Listener::new(&path, true).map_err(|e| e.to_string())?;
+    let ours = UnixStream::connect(&path).map_err(|e| e.to_string())?;
+    daemon.start(&mut listener).map_err(|e| e.to_string())?;
+    Ok(ours)
+}
+
 fn serve(
     vnic: &Arc<Vnic>,
     fabric: &Arc<Fabric>,
-    mut listener: Option<Listener>,
+    listener: Option<UnixListener>,
     stop: &AtomicBool,
     shutdown: &Mutex<Option<ShutdownHandle>>,
 ) {
     let name = vnic.cfg.name.clone();
+    let mut attempt = 0u64;
     while !stop.load(Ordering::Relaxed) {
+        let Some(front) = frontend(&vnic.cfg, listener.as_ref(), stop) else {
+            break;
+        };
+        attempt += 1;
         let mem = GuestMemoryAtomic::new(GuestMemoryMmap::new());
         // vhost-user-backend creates the vrings inside `new`, on this thread.
         let _ = vring::take_created();
@@ -202,22 +283,16 @@ fn serve(
         let vrings = vring::take_created();
         let conn = Arc::new(Conn::new(mem, vrings));
         backend.set_conn(conn.clone());
-        let started = match &mut listener {
-            Some(l) => {
-                if !wait_readable(l.as_raw_fd(), stop) {
-                    break;
-                }
-                daemon.start(l).map_err(|e| e.to_string())
-            }
-            None => connect_client(&mut daemon, &vnic.cfg.socket, stop),
-        };
-        if let Err(e) = started {
-            if !stop.load(Ordering::Relaxed) {
+        let relay = match attach_backend(&mut daemon, &name, attempt)
+            .and_then(|back| proxy::spawn(&name, front, back).map_err(|e| e.to_string()))
+        {
+            Ok(relay) => relay,
+            Err(e) => {
                 log::warn!("{name}: connection failed: {e}");
                 std::thread::sleep(RETRY);
+                continue;
             }
-            continue;
-        }
+        };
         vnic.events.connects.fetch_add(1, Ordering::Relaxed);
         log::info!(
             "{name}: front-end connected on {}",
@@ -238,35 +313,12 @@ fn serve(
             Ok(()) => log::info!("{name}: front-end disconnected"),
             Err(e) => log::warn!("{name}: front-end connection ended: {e}"),
         }
-        // Dropping the daemon stops and joins its workers.
+        // Dropping the daemon stops and joins its workers; the relay then ends.
         drop(daemon);
+        let _ = relay.join();
     }
     // The listener was bound under another name and renamed: remove the path here.
-    if listener.take().is_some() {
+    if listener.is_some() {
         let _ = std::fs::remove_file(&vnic.cfg.socket);
     }
-}
-
-fn connect_client(
-    daemon: &mut VhostUserDaemon<NetBackend>,
-    path: &Path,
-    stop: &AtomicBool,
-) -> Result<(), String> {
-    let Some(path_str) = path.to_str() else {
-        return Err(format!("socket path {} is not UTF-8", path.display()));
-    };
-    let mut warned = false;
-    while !stop.load(Ordering::Relaxed) {
-        match daemon.start_client(path_str) {
-            Ok(()) => return Ok(()),
-            Err(e) => {
-                if !warned {
-                    log::info!("waiting for the front-end to listen on {path_str}: {e}");
-                    warned = true;
-                }
-                std::thread::sleep(RETRY);
-            }
-        }
-    }
-    Err("stopped".into())
 }

@@ -1,0 +1,249 @@
+//! A vhost-user message relay between the front-end's socket and vhost-user-backend.
+//!
+//! QEMU's virtio-net sends SET_VRING_ENABLE while resetting the device, before it has
+//! sent SET_FEATURES (it only checks that the back-end *offered*
+//! VHOST_USER_F_PROTOCOL_FEATURES). vhost 0.18 and vhost-user-backend 0.24 accept
+//! SET_VRING_ENABLE only once that bit has been *acked*, and drop the connection
+//! otherwise, so QEMU retries forever and the guest never gets carrier. The relay
+//! passes every message through unchanged (file descriptors included) except such an
+//! early SET_VRING_ENABLE, which it answers itself: rings cannot run before they are
+//! set up, and QEMU (7.2+) enables them again in `vhost_dev_start`.
+//!
+//! Only control messages cross the relay: kick/call eventfds and guest memory go
+//! straight to the back-end, so the data path is not touched.
+
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::thread::JoinHandle;
+
+use vmm_sys_util::sock_ctrl_msg::ScmSocket;
+
+const HDR_LEN: usize = 12;
+/// Larger payloads are refused (the protocol's biggest is a memory table, ~4 KiB).
+const MAX_PAYLOAD: usize = 64 * 1024;
+/// File descriptors one message may carry (a memory table has at most 8 regions).
+const MAX_FDS: usize = 32;
+
+const SET_FEATURES: u32 = 2;
+const SET_VRING_ENABLE: u32 = 18;
+const VHOST_USER_F_PROTOCOL_FEATURES: u64 = 1 << 30;
+const FLAG_VERSION_1: u32 = 0x1;
+const FLAG_REPLY: u32 = 0x4;
+const FLAG_NEED_REPLY: u32 = 0x8;
+
+/// One vhost-user message with the descriptors that came with it.
+struct Message {
+    hdr: [u8; HDR_LEN],
+    payload: Vec<u8>,
+    fds: Vec<OwnedFd>,
+}
+
+impl Message {
+    fn request(&self) -> u32 {
+        u32::from_le_bytes([self.hdr[0], self.hdr[1], self.hdr[2], self.hdr[3]])
+    }
+
+    fn flags(&self) -> u32 {
+        u32::from_le_bytes([self.hdr[4], self.hdr[5], self.hdr[6], self.hdr[7]])
+    }
+
+    fn u64_payload(&self) -> Option<u64> {
+        let b: [u8; 8] = self.payload.get(..8)?.try_into().ok()?;
+        Some(u64::from_le_bytes(b))
+    }
+}
+
+/// Reads one message; Ok(None) at a clean end of stream.
+fn read_message(sock: &UnixStream) -> io::Result<Option<Message>> {
+    let mut hdr = [0u8; HDR_LEN];
+    let mut raw_fds = [-1 as RawFd; MAX_FDS];
+    let mut iov = [libc::iovec {
+        iov_base: hdr.as_mut_ptr().cast(),
+        iov_len: HDR_LEN,
+    }];
+    // SAFETY: the iovec points at `hdr`, a live local buffer of HDR_LEN bytes that
+    // may receive arbitrary data.
+    let (n, nfds) =
+        unsafe { sock.recv_with_fds(&mut iov, &mut raw_fds) }.map_err(io::Error::other)?;
+    let fds: Vec<OwnedFd> = raw_fds[..nfds]
+        .iter()
+        // SAFETY: recv_with_fds returned `nfds` new descriptors that nobody else owns.
+        .map(|&fd| unsafe { OwnedFd::from_raw_fd(fd) })
+        .collect();
+    if n == 0 {
+        return Ok(None);
+    }
+    if n < HDR_LEN {
+        (&*sock).read_exact(&mut hdr[n..])?;
+    }
+    let size = u32::from_le_bytes([hdr[8], hdr[9], hdr[10], hdr[11]]) as usize;
+    if size > MAX_PAYLOAD {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("vhost-user message of {size} bytes"),
+        ));
+    }
+    let mut payload = vec![0u8; size];
+    (&*sock).read_exact(&mut payload)?;
+    Ok(Some(Message { hdr, payload, fds }))
+}
+
+fn write_message(sock: &UnixStream, msg: &Message) -> io::Result<()> {
+    let raw: Vec<RawFd> = msg.fds.iter().map(AsRawFd::as_raw_fd).collect();
+    if raw.is_empty() {
+        let mut buf = Vec::with_capacity(HDR_LEN + msg.payload.len());
+        buf.extend_from_slice(&msg.hdr);
+        buf.extend_from_slice(&msg.payload);
+        return (&*sock).write_all(&buf);
+    }
+    let bufs: [&[u8]; 2] = [&msg.hdr, &msg.payload];
+    let sent = sock
+        .send_with_fds(&bufs[..], &raw)
+        .map_err(io::Error::other)?;
+    let total = HDR_LEN + msg.payload.len();
+    if sent < total {
+        // The descriptors went with the first byte; send the rest plainly.
+        let mut rest = Vec::with_capacity(total);
+        rest.extend_from_slice(&msg.hdr);
+        rest.extend_from_slice(&msg.payload);
+        (&*sock).write_all(&rest[sent..])?;
+    }
+    Ok(())
+}
+
+/// The ack a NEED_REPLY request gets: a u64 0 (success).
+fn ack(request: u32) -> Message {
+    let mut hdr = [0u8; HDR_LEN];
+    hdr[0..4].copy_from_slice(&request.to_le_bytes());
+    hdr[4..8].copy_from_slice(&(FLAG_VERSION_1 | FLAG_REPLY).to_le_bytes());
+    hdr[8..12].copy_from_slice(&8u32.to_le_bytes());
+    Message {
+        hdr,
+        payload: vec![0; 8],
+        fds: Vec::new(),
+    }
+}
+
+/// Starts relaying between `frontend` and `backend` on a thread of its own; it ends
+/// when either side closes, shutting the other down.
+pub fn spawn(name: &str, frontend: UnixStream, backend: UnixStream) -> io::Result<JoinHandle<()>> {
+    let f2 = frontend.try_clone()?;
+    let b2 = backend.try_clone()?;
+    let label = name.to_string();
+    // Back-end → front-end: replies, relayed verbatim.
+    let back = std::thread::Builder::new()
+        .name(format!("vu-rep-{name}"))
+        .spawn(move || {
+            while let Ok(Some(msg)) = read_message(&b2) {
+                if write_message(&f2, &msg).is_err() {
+                    break;
+                }
+            }
+            let _ = f2.shutdown(std::net::Shutdown::Both);
+        })?;
+    std::thread::Builder::new()
+        .name(format!("vu-req-{name}"))
+        .spawn(move || {
+            let mut protocol_features_acked = false;
+            loop {
+                let msg = match read_message(&frontend) {
+                    Ok(Some(msg)) => msg,
+                    Ok(None) => break,
+                    Err(e) => {
+                        log::warn!("{label}: bad vhost-user message from the front-end: {e}");
+                        break;
+                    }
+                };
+                let request = msg.request();
+                if request == SET_FEATURES {
+                    protocol_features_acked =
+                        msg.u64_payload().unwrap_or(0) & VHOST_USER_F_PROTOCOL_FEATURES != 0;
+                } else if request == SET_VRING_ENABLE && !protocol_features_acked {
+                    log::debug!(
+                        "{label}: SET_VRING_ENABLE before SET_FEATURES answered by the relay"
+                    );
+                    if msg.flags() & FLAG_NEED_REPLY != 0
+                        && write_message(&frontend, &ack(request)).is_err()
+                    {
+                        break;
+                    }
+                    continue;
+                }
+                if write_message(&backend, &msg).is_err() {
+                    break;
+                }
+            }
+            let _ = backend.shutdown(std::net::Shutdown::Both);
+            let _ = back.join();
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(request: u32, flags: u32, payload: &[u8]) -> Vec<u8> {
+        let mut v = Vec::new();
+        v.extend_from_slice(&request.to_le_bytes());
+        v.extend_from_slice(&flags.to_le_bytes());
+        v.extend_from_slice(&u32::try_from(payload.len()).unwrap_or(0).to_le_bytes());
+        v.extend_from_slice(payload);
+        v
+    }
+
+    #[test]
+    fn early_vring_enable_is_answered_and_the_rest_passes_through() {
+        let (fe, fe_peer) = UnixStream::pair().expect("pair");
+        let (be_peer, be) = UnixStream::pair().expect("pair");
+        let relay = spawn("t", fe_peer, be_peer).expect("spawn");
+        let mut fe_w = &fe;
+        let mut be_r = &be;
+        // An early SET_VRING_ENABLE with NEED_REPLY: acked by the relay, not forwarded.
+        fe_w.write_all(&msg(SET_VRING_ENABLE, 1 | FLAG_NEED_REPLY, &[0; 8]))
+            .expect("write");
+        let mut reply = [0u8; 20];
+        (&fe).read_exact(&mut reply).expect("ack");
+        assert_eq!(
+            &reply[..],
+            &msg(SET_VRING_ENABLE, 1 | FLAG_REPLY, &[0; 8])[..]
+        );
+        // SET_FEATURES with the protocol bit, then SET_VRING_ENABLE: both forwarded.
+        let features = (VHOST_USER_F_PROTOCOL_FEATURES | 1).to_le_bytes();
+        fe_w.write_all(&msg(SET_FEATURES, 1, &features))
+            .expect("write");
+        fe_w.write_all(&msg(SET_VRING_ENABLE, 1, &[1, 0, 0, 0, 1, 0, 0, 0]))
+            .expect("write");
+        let mut got = vec![0u8; 20 + 20];
+        be_r.read_exact(&mut got).expect("forwarded");
+        assert_eq!(&got[..20], &msg(SET_FEATURES, 1, &features)[..]);
+        assert_eq!(
+            &got[20..],
+            &msg(SET_VRING_ENABLE, 1, &[1, 0, 0, 0, 1, 0, 0, 0])[..]
+        );
+        // Replies travel back verbatim.
+        (&be)
+            .write_all(&msg(1, 1 | FLAG_REPLY, &[7; 8]))
+            .expect("reply");
+        let mut r = [0u8; 20];
+        (&fe).read_exact(&mut r).expect("reply relayed");
+        assert_eq!(&r[..], &msg(1, 1 | FLAG_REPLY, &[7; 8])[..]);
+        // Descriptors are passed along.
+        let (a, _b) = UnixStream::pair().expect("pair");
+        fe.send_with_fds(&[&msg(12, 1, &[0; 8])[..]], &[a.as_raw_fd()])
+            .expect("send fd");
+        let mut buf = [0u8; 20];
+        let mut fds = [-1; 4];
+        let mut iov = [libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: 20,
+        }];
+        // SAFETY: iov points at `buf`, a live local buffer.
+        let (n, nfds) = unsafe { be.recv_with_fds(&mut iov, &mut fds) }.expect("recv");
+        assert_eq!((n, nfds), (20, 1));
+        // SAFETY: the descriptor was just received and is owned here.
+        drop(unsafe { OwnedFd::from_raw_fd(fds[0]) });
+        drop(fe);
+        relay.join().expect("relay ends when the front-end closes");
+    }
+}
