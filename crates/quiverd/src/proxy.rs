@@ -6,8 +6,8 @@
 //! SET_VRING_ENABLE only once that bit has been *acked*, and drop the connection
 //! otherwise, so QEMU retries forever and the guest never gets carrier. The relay
 //! passes every message through unchanged (file descriptors included) except such an
-//! early SET_VRING_ENABLE, which it answers itself: rings cannot run before they are
-//! set up, and QEMU (7.2+) enables them again in `vhost_dev_start`.
+//! early SET_VRING_ENABLE: it answers it itself, remembers the ring's state, and
+//! replays it right after SET_FEATURES has acked the bit (QEMU does not send it again).
 //!
 //! Only control messages cross the relay: kick/call eventfds and guest memory go
 //! straight to the back-end, so the data path is not touched.
@@ -112,6 +112,28 @@ fn write_message(sock: &UnixStream, msg: &Message) -> io::Result<()> {
     Ok(())
 }
 
+/// `struct vhost_vring_state` (index, num) of a SET_VRING_ENABLE payload.
+fn vring_state(payload: &[u8]) -> Option<(u32, u32)> {
+    let index = u32::from_le_bytes(payload.get(0..4)?.try_into().ok()?);
+    let num = u32::from_le_bytes(payload.get(4..8)?.try_into().ok()?);
+    Some((index, num))
+}
+
+/// A SET_VRING_ENABLE request without NEED_REPLY.
+fn vring_enable(index: u32, num: u32) -> Message {
+    let mut hdr = [0u8; HDR_LEN];
+    hdr[0..4].copy_from_slice(&SET_VRING_ENABLE.to_le_bytes());
+    hdr[4..8].copy_from_slice(&FLAG_VERSION_1.to_le_bytes());
+    hdr[8..12].copy_from_slice(&8u32.to_le_bytes());
+    let mut payload = index.to_le_bytes().to_vec();
+    payload.extend_from_slice(&num.to_le_bytes());
+    Message {
+        hdr,
+        payload,
+        fds: Vec::new(),
+    }
+}
+
 /// The ack a NEED_REPLY request gets: a u64 0 (success).
 fn ack(request: u32) -> Message {
     let mut hdr = [0u8; HDR_LEN];
@@ -146,6 +168,8 @@ pub fn spawn(name: &str, frontend: UnixStream, backend: UnixStream) -> io::Resul
         .name(format!("vu-req-{name}"))
         .spawn(move || {
             let mut protocol_features_acked = false;
+            // Early SET_VRING_ENABLE states, by ring index, to replay after SET_FEATURES.
+            let mut early: std::collections::BTreeMap<u32, u32> = std::collections::BTreeMap::new();
             loop {
                 let msg = match read_message(&frontend) {
                     Ok(Some(msg)) => msg,
@@ -156,13 +180,18 @@ pub fn spawn(name: &str, frontend: UnixStream, backend: UnixStream) -> io::Resul
                     }
                 };
                 let request = msg.request();
-                if request == SET_FEATURES {
-                    protocol_features_acked =
-                        msg.u64_payload().unwrap_or(0) & VHOST_USER_F_PROTOCOL_FEATURES != 0;
-                } else if request == SET_VRING_ENABLE && !protocol_features_acked {
-                    log::debug!(
-                        "{label}: SET_VRING_ENABLE before SET_FEATURES answered by the relay"
-                    );
+                log::trace!(
+                    "{label}: request {request} ({} bytes, {} fds)",
+                    msg.payload.len(),
+                    msg.fds.len()
+                );
+                if request == SET_VRING_ENABLE && !protocol_features_acked {
+                    if let Some((index, num)) = vring_state(&msg.payload) {
+                        log::debug!(
+                            "{label}: SET_VRING_ENABLE({index}, {num}) before SET_FEATURES held by the relay"
+                        );
+                        early.insert(index, num);
+                    }
                     if msg.flags() & FLAG_NEED_REPLY != 0
                         && write_message(&frontend, &ack(request)).is_err()
                     {
@@ -172,6 +201,21 @@ pub fn spawn(name: &str, frontend: UnixStream, backend: UnixStream) -> io::Resul
                 }
                 if write_message(&backend, &msg).is_err() {
                     break;
+                }
+                if request == SET_FEATURES {
+                    protocol_features_acked =
+                        msg.u64_payload().unwrap_or(0) & VHOST_USER_F_PROTOCOL_FEATURES != 0;
+                    if protocol_features_acked {
+                        // No NEED_REPLY on the replay: the back-end must not answer
+                        // anything the front-end does not expect.
+                        let replay = std::mem::take(&mut early);
+                        if replay
+                            .into_iter()
+                            .any(|(i, n)| write_message(&backend, &vring_enable(i, n)).is_err())
+                        {
+                            break;
+                        }
+                    }
                 }
             }
             let _ = backend.shutdown(std::net::Shutdown::Both);
@@ -208,17 +252,19 @@ mod tests {
             &reply[..],
             &msg(SET_VRING_ENABLE, 1 | FLAG_REPLY, &[0; 8])[..]
         );
-        // SET_FEATURES with the protocol bit, then SET_VRING_ENABLE: both forwarded.
+        // SET_FEATURES with the protocol bit: forwarded, then the held state of ring 0
+        // (num 0) replayed; later SET_VRING_ENABLEs pass straight through.
         let features = (VHOST_USER_F_PROTOCOL_FEATURES | 1).to_le_bytes();
         fe_w.write_all(&msg(SET_FEATURES, 1, &features))
             .expect("write");
         fe_w.write_all(&msg(SET_VRING_ENABLE, 1, &[1, 0, 0, 0, 1, 0, 0, 0]))
             .expect("write");
-        let mut got = vec![0u8; 20 + 20];
+        let mut got = vec![0u8; 20 + 20 + 20];
         be_r.read_exact(&mut got).expect("forwarded");
         assert_eq!(&got[..20], &msg(SET_FEATURES, 1, &features)[..]);
+        assert_eq!(&got[20..40], &msg(SET_VRING_ENABLE, 1, &[0; 8])[..]);
         assert_eq!(
-            &got[20..],
+            &got[40..],
             &msg(SET_VRING_ENABLE, 1, &[1, 0, 0, 0, 1, 0, 0, 0])[..]
         );
         // Replies travel back verbatim.
