@@ -14,10 +14,8 @@ die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
 
 [[ $(id -u) -eq 0 ]] || die "must run as root (try: sudo $0)"
 
-# --- apt sources -------------------------------------------------------------
-# RESERVED: a later issue adds bookworm-backports here (for QEMU 10), reusing the URI
-# found in /etc/apt/sources.list.d/debian.sources. Nothing is added today.
-# --- end apt sources ---------------------------------------------------------
+# bookworm-backports (for QEMU 10) and the guest image come from scripts/setup-vm.sh,
+# called at the end.
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -56,4 +54,7 @@ fi
 cargo_version=$(cargo --version 2>/dev/null) ||
     die "cargo not found: install the Rust toolchain with rustup and put ~/.cargo/bin on PATH"
 step "rust: $cargo_version"
+
+# QEMU 7.2 and 10.0, the guest image (kernel + busybox initramfs) for the VM tests.
+"$(dirname "$0")/setup-vm.sh"
 step "done"
