@@ -14,6 +14,8 @@
 //! waits for that line on the serial console (a file).
 
 use std::fmt;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, OnceLock};
@@ -359,10 +361,22 @@ pub struct Vm {
 impl Vm {
     /// Starts QEMU for `spec`. QEMU connects to the socket itself (and retries).
     pub fn boot(qemu: &Qemu, image: &GuestImage, spec: &VmSpec) -> Result<Vm> {
+        Vm::boot_edited(qemu, image, spec, |_, _| {})
+    }
+
+    /// Starts QEMU for `spec` after `edit` has changed its command line (e.g. a
+    /// listening chardev, a QMP socket); `edit` gets the VM's private directory.
+    pub fn boot_edited(
+        qemu: &Qemu,
+        image: &GuestImage,
+        spec: &VmSpec,
+        edit: impl FnOnce(&Path, &mut Vec<String>),
+    ) -> Result<Vm> {
         let dir = crate::TempDir::new(&format!("vm-{}", spec.name))?;
         let console = dir.path().join("console.log");
         let stderr = dir.path().join("qemu.log");
-        let args = qemu_args(qemu, image, spec, &console);
+        let mut args = qemu_args(qemu, image, spec, &console);
+        edit(dir.path(), &mut args);
         let err = std::fs::File::create(&stderr)?;
         let child = qemu
             .command()
@@ -387,6 +401,11 @@ impl Vm {
             child: Some(child),
             _dir: dir,
         })
+    }
+
+    /// The VM's private directory (console, QEMU log, sockets the test adds).
+    pub fn dir(&self) -> &Path {
+        self._dir.path()
     }
 
     /// The serial console so far.
@@ -461,6 +480,76 @@ impl Drop for Vm {
         if std::thread::panicking() {
             eprintln!("{}", self.diagnostics());
         }
+    }
+}
+
+/// A QMP client on QEMU's `-qmp unix:PATH,server=on,wait=off` socket, past the
+/// capabilities negotiation (QMP spec, docs/interop/qmp-spec.rst: greeting, then
+/// `qmp_capabilities`, then commands; events may arrive between replies).
+pub struct Qmp {
+    reader: BufReader<UnixStream>,
+    writer: UnixStream,
+}
+
+impl Qmp {
+    /// Connects (retrying until `timeout`: QEMU may not have created the socket yet)
+    /// and negotiates capabilities.
+    pub fn connect(path: &Path, timeout: Duration) -> Result<Qmp> {
+        let deadline = Instant::now() + timeout;
+        let stream = loop {
+            match UnixStream::connect(path) {
+                Ok(s) => break s,
+                Err(e) if Instant::now() > deadline => {
+                    return Err(e).with_context(|| format!("connecting QMP {}", path.display()))
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
+        };
+        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+        let mut qmp = Qmp {
+            reader: BufReader::new(stream.try_clone()?),
+            writer: stream,
+        };
+        let greeting = qmp.read_message()?;
+        if greeting.get("QMP").is_none() {
+            bail!("unexpected QMP greeting {greeting}");
+        }
+        qmp.execute("qmp_capabilities", serde_json::json!({}))?;
+        Ok(qmp)
+    }
+
+    fn read_message(&mut self) -> Result<serde_json::Value> {
+        let mut line = String::new();
+        if self.reader.read_line(&mut line)? == 0 {
+            bail!("QMP connection closed");
+        }
+        serde_json::from_str(&line).with_context(|| format!("bad QMP message {line:?}"))
+    }
+
+    /// Runs `command` with `arguments` and returns its `return` value; events that
+    /// arrive before the reply are skipped.
+    pub fn execute(
+        &mut self,
+        command: &str,
+        arguments: serde_json::Value,
+    ) -> Result<serde_json::Value> {
+        let msg = serde_json::json!({ "execute": command, "arguments": arguments });
+        writeln!(self.writer, "{msg}")?;
+        loop {
+            let reply = self.read_message()?;
+            if let Some(r) = reply.get("return") {
+                return Ok(r.clone());
+            }
+            if let Some(e) = reply.get("error") {
+                bail!("QMP {command}: {e}");
+            }
+        }
+    }
+
+    /// `set_link` on the netdev/device `name` (the NIC's link as the guest sees it).
+    pub fn set_link(&mut self, name: &str, up: bool) -> Result<()> {
+        self.execute("set_link", serde_json::json!({ "name": name, "up": up }))?;
+        Ok(())
     }
 }
 
