@@ -427,3 +427,18 @@ fn qemu72_quiverd_sigkill_restart_server_mode_traffic_resumes() -> Result<()> {
 fn qemu72_quiverd_sigkill_restart_client_mode_traffic_resumes() -> Result<()> {
     kill_restart(QemuVersion::V7_2, Listener::Qemu)
 }
+
+#[test]
+fn qemu10_set_link_off_on_guest_loses_and_regains_carrier() -> Result<()> {
+    set_link_off_on(QemuVersion::V10)
+}
+
+#[test]
+fn qemu10_quiverd_sigkill_restart_server_mode_traffic_resumes() -> Result<()> {
+    kill_restart(QemuVersion::V10, Listener::Quiverd)
+}
+
+#[test]
+fn qemu10_quiverd_sigkill_restart_client_mode_traffic_resumes() -> Result<()> {
+    kill_restart(QemuVersion::V10, Listener::Qemu)
+}
