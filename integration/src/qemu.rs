@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::unique;
+use crate::{is_root, unique};
 
 /// Environment override of the accelerator: `kvm` or `tcg`.
 const ACCEL_ENV: &str = "QUIVER_ACCEL";
@@ -697,6 +697,38 @@ pub fn wait_echoes_script(n: u32, secs: u32) -> String {
          i=0\nuntil [ \"$(echoes)\" -ge {n} ]; do\n  i=$((i + 1))\n  [ $i -ge {} ] && {{ echo \"only $(echoes) echo requests answered\"; exit 1; }}\n  sleep 0.2\ndone\n",
         secs * 5
     )
+}
+
+/// Serializes the VM tests of one test binary: TCG guests share a small machine.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: Mutex<()> = Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The QEMU to test, or `None` (after saying why) when the test cannot run here.
+pub fn prerequisites(version: QemuVersion) -> Option<Qemu> {
+    if !is_root() {
+        eprintln!("skipped: needs root (namespaces, TAP, guest memory sharing)");
+        return None;
+    }
+    match Qemu::find(version) {
+        Ok(q) => Some(q),
+        Err(why) => {
+            eprintln!("skipped: {version}: {why}");
+            None
+        }
+    }
+}
+
+/// Two addresses of a /24 chosen per test process and per test (`second_octet`), so
+/// parallel runs of the suite do not share addresses. Only ever used inside network
+/// namespaces the tests create, or between guests.
+pub fn test_subnet(second_octet: u8) -> [std::net::Ipv4Addr; 2] {
+    let x = u8::try_from(std::process::id() % 200).unwrap_or(0) + 20;
+    [
+        std::net::Ipv4Addr::new(10, second_octet, x, 1),
+        std::net::Ipv4Addr::new(10, second_octet, x, 2),
+    ]
 }
 
 #[cfg(test)]

@@ -16,12 +16,13 @@
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use quiver_integration::qemu::{condense, GuestImage, Qemu, QemuVersion, Qmp, Vm, VmSpec};
-use quiver_integration::{is_root, vnic_total, Quiverd};
+use quiver_integration::qemu::{
+    condense, prerequisites, serial, test_subnet, GuestImage, Qemu, QemuVersion, Qmp, Vm, VmSpec,
+};
+use quiver_integration::{vnic_total, Quiverd};
 use quiver_uplink::netns::{unique_name, NetnsGuard};
 
 const MAC1: &str = "52:54:00:00:00:01";
@@ -33,33 +34,6 @@ const LOOP_SECS: u32 = 600;
 const PHASE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Good pings required after the event before the test calls traffic resumed.
 const RESUMED_PINGS: usize = 3;
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// The QEMU to test, or `None` (after saying why) when the test cannot run here.
-fn prerequisites(version: QemuVersion) -> Option<Qemu> {
-    if !is_root() {
-        eprintln!("skipped: needs root (namespaces, TAP, guest memory sharing)");
-        return None;
-    }
-    match Qemu::find(version) {
-        Ok(q) => Some(q),
-        Err(why) => {
-            eprintln!("skipped: {version}: {why}");
-            None
-        }
-    }
-}
-
-/// A /24 per test process, so parallel runs of the suite do not share addresses.
-fn subnet() -> [Ipv4Addr; 2] {
-    let x = u8::try_from(std::process::id() % 200).unwrap_or(0) + 20;
-    [Ipv4Addr::new(10, 213, x, 1), Ipv4Addr::new(10, 213, x, 2)]
-}
 
 /// Which end of the vhost-user socket listens.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -247,7 +221,7 @@ fn setup(qemu: &Qemu, tag: &str, listener: Listener) -> Result<Setup> {
         uplink.config()
     );
     let q = Quiverd::start(tag, &cfg)?;
-    let [host_ip, guest_ip] = subnet();
+    let [host_ip, guest_ip] = test_subnet(213);
     uplink.configure(host_ip)?;
     let socket = q.dir.path().join("vm1.sock");
     let mut spec = VmSpec::new("vm1", &socket, MAC1);

@@ -7,15 +7,14 @@
 //! turns (`SERIAL`). QEMU 10.0 is skipped, with a message, when `scripts/setup-vm.sh` has
 //! not unpacked it.
 
-use std::net::Ipv4Addr;
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use quiver_integration::qemu::{
-    condense, ping_script, wait_echoes_script, GuestImage, Qemu, QemuVersion, Vm, VmSpec,
+    condense, ping_script, prerequisites, serial, test_subnet, wait_echoes_script, GuestImage,
+    QemuVersion, Vm, VmSpec,
 };
-use quiver_integration::{is_root, vnic_total, Quiverd};
+use quiver_integration::{vnic_total, Quiverd};
 use quiver_uplink::netns::{unique_name, NetnsGuard};
 
 const MAC1: &str = "52:54:00:00:00:01";
@@ -25,36 +24,6 @@ const GUEST_TIMEOUT: Duration = Duration::from_secs(300);
 /// How long a guest keeps retrying to reach its peer (which may still be booting).
 const REACH_SECS: u32 = 45;
 const PINGS: u32 = 3;
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// The QEMU to test, or `None` (after saying why) when the test cannot run here.
-fn prerequisites(version: QemuVersion) -> Option<Qemu> {
-    if !is_root() {
-        eprintln!("skipped: needs root (namespaces, TAP, guest memory sharing)");
-        return None;
-    }
-    match Qemu::find(version) {
-        Ok(q) => Some(q),
-        Err(why) => {
-            eprintln!("skipped: {version}: {why}");
-            None
-        }
-    }
-}
-
-/// A /24 per test process, so parallel runs of the suite do not share addresses.
-fn subnet(third_octet_base: u8) -> [Ipv4Addr; 2] {
-    let x = u8::try_from(std::process::id() % 200).unwrap_or(0) + 20;
-    [
-        Ipv4Addr::new(10, third_octet_base, x, 1),
-        Ipv4Addr::new(10, third_octet_base, x, 2),
-    ]
-}
 
 fn vnic(name: &str, mac: &str, uplink: bool) -> String {
     let uplink = if uplink { "uplink = \"up0\"\n" } else { "" };
@@ -73,7 +42,7 @@ fn guests_ping_each_other(version: QemuVersion) -> Result<()> {
     let image = GuestImage::get()?;
     let cfg = format!("{}{}", vnic("vm1", MAC1, false), vnic("vm2", MAC2, false));
     let q = Quiverd::start("qemu-ping", &cfg)?;
-    let ips = subnet(215);
+    let ips = test_subnet(215);
     let started = Instant::now();
     let mut vms = Vec::new();
     for (i, (name, mac)) in [("vm1", MAC1), ("vm2", MAC2)].into_iter().enumerate() {
@@ -129,7 +98,7 @@ fn guest_pings_namespace_host(version: QemuVersion) -> Result<()> {
         vnic("vm1", MAC1, true)
     );
     let q = Quiverd::start("qemu-ns", &cfg)?;
-    let [host_ip, guest_ip] = subnet(214);
+    let [host_ip, guest_ip] = test_subnet(214);
     for args in [
         vec![
             "ip",

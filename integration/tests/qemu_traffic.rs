@@ -13,16 +13,15 @@
 //!
 //! Same fixture and serial group as `qemu_ping.rs`: under TCG two guests fill two cores.
 
-use std::net::Ipv4Addr;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use quiver_integration::qemu::{
-    condense, ping_script, wait_echoes_script, GuestImage, Qemu, QemuVersion, Vm, VmSpec,
+    condense, ping_script, prerequisites, serial, test_subnet, wait_echoes_script, GuestImage,
+    QemuVersion, Vm, VmSpec,
 };
-use quiver_integration::{have, is_root, vnic_all_drops, vnic_total, Quiverd};
+use quiver_integration::{have, vnic_all_drops, vnic_total, Quiverd};
 use quiver_uplink::netns::{unique_name, NetnsGuard};
 
 const MAC1: &str = "52:54:00:00:00:01";
@@ -37,37 +36,6 @@ const IPERF_SECS: u32 = 3;
 const BIG_PINGS: u32 = 3;
 /// ICMP payload that makes a 9000-byte IPv4 packet (20 IP + 8 ICMP header bytes).
 const BIG_PAYLOAD: u32 = 9000 - 28;
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// The QEMU to test, or `None` (after saying why) when the test cannot run here.
-fn prerequisites(version: QemuVersion) -> Option<Qemu> {
-    if !is_root() {
-        eprintln!("skipped: needs root (namespaces, TAP, guest memory sharing)");
-        return None;
-    }
-    match Qemu::find(version) {
-        Ok(q) => Some(q),
-        Err(why) => {
-            eprintln!("skipped: {version}: {why}");
-            None
-        }
-    }
-}
-
-/// A /24 per test process and test, so parallel runs of the suite do not share
-/// addresses (qemu_ping.rs uses 10.214/10.215).
-fn subnet(second_octet: u8) -> [Ipv4Addr; 2] {
-    let x = u8::try_from(std::process::id() % 200).unwrap_or(0) + 20;
-    [
-        Ipv4Addr::new(10, second_octet, x, 1),
-        Ipv4Addr::new(10, second_octet, x, 2),
-    ]
-}
 
 fn vnic(name: &str, mac: &str, extra: &str) -> String {
     format!(
@@ -166,7 +134,7 @@ fn guests_iperf3(version: QemuVersion) -> Result<()> {
     let image = GuestImage::get()?;
     let cfg = format!("{}{}", vnic("vm1", MAC1, ""), vnic("vm2", MAC2, ""));
     let q = Quiverd::start("qemu-iperf", &cfg)?;
-    let [ip1, ip2] = subnet(216);
+    let [ip1, ip2] = test_subnet(216);
     let started = Instant::now();
     let mut server = VmSpec::new("vm1", &q.dir.path().join("vm1.sock"), MAC1);
     server.ip = Some(format!("{ip1}/24"));
@@ -256,7 +224,7 @@ fn guest_iperf3_namespace_host(version: QemuVersion) -> Result<()> {
         vnic("vm1", MAC1, "uplink = \"up0\"\n")
     );
     let q = Quiverd::start("qemu-iperf-ns", &cfg)?;
-    let [host_ip, guest_ip] = subnet(217);
+    let [host_ip, guest_ip] = test_subnet(217);
     ns_run(
         &ns,
         &[
@@ -360,7 +328,7 @@ fn mtu9000_big_pings(version: QemuVersion) -> Result<()> {
         vnic("vm2", MAC2, "mtu = 9000\n")
     );
     let q = Quiverd::start("qemu-mtu", &cfg)?;
-    let ips = subnet(218);
+    let ips = test_subnet(218);
     let started = Instant::now();
     let mut vms = Vec::new();
     for (i, (name, mac)) in [("vm1", MAC1), ("vm2", MAC2)].into_iter().enumerate() {
