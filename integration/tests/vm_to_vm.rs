@@ -255,3 +255,19 @@ fn memory_registered_slot_by_slot() -> Result<()> {
     stream(&mut g2, &mut g1, MAC1, MAC2, 0, 100, 64)?;
     Ok(())
 }
+
+#[test]
+fn frames_for_an_unconnected_vnic_are_counted_not_ready() -> Result<()> {
+    let q = Quiverd::start("notready", &two_vnics(1, 1500))?;
+    let mut g1 = guest(&q, "vm1", MAC1, &DriverConfig::default())?;
+    for s in 0..5 {
+        g1.send(0, &seq_frame(MAC2, MAC1, 4, s, 64))?;
+    }
+    q.wait_stats("not_ready drops on vm2", WAIT, |s| {
+        quiver_integration::vnic_drops(s, "vm2", "not_ready") == 5
+    })?;
+    // Once vm2 is there, the same path delivers.
+    let mut g2 = guest(&q, "vm2", MAC2, &DriverConfig::default())?;
+    stream(&mut g1, &mut g2, MAC2, MAC1, 0, 10, 64)?;
+    Ok(())
+}

@@ -45,23 +45,33 @@ pub fn to_vnic(dst: &Vnic, hint: usize, frames: &[RxItem<'_>]) {
     let pairs = usize::from(dst.cfg.queue_pairs);
     let Some(conn) = dst.conn() else {
         dst.counters(hint % pairs)
-            .add_drop(DropReason::QueueStopped, frames.len() as u64);
+            .add_drop(DropReason::NotReady, frames.len() as u64);
         return;
     };
+    let mut stopped = false;
     for step in 0..pairs {
         let pair = (hint + step) % pairs;
         match try_pair(dst, &conn, pair, frames) {
             Attempt::Done => return,
             Attempt::NotReady => continue,
+            Attempt::Stopped => stopped = true,
         }
     }
+    let reason = if stopped {
+        DropReason::QueueStopped
+    } else {
+        DropReason::NotReady
+    };
     dst.counters(hint % pairs)
-        .add_drop(DropReason::QueueStopped, frames.len() as u64);
+        .add_drop(reason, frames.len() as u64);
 }
 
 enum Attempt {
     Done,
+    /// Not started or not enabled.
     NotReady,
+    /// Stopped after a ring error.
+    Stopped,
 }
 
 fn try_pair(dst: &Vnic, conn: &Conn, pair: usize, frames: &[RxItem<'_>]) -> Attempt {
@@ -70,7 +80,7 @@ fn try_pair(dst: &Vnic, conn: &Conn, pair: usize, frames: &[RxItem<'_>]) -> Atte
         return Attempt::NotReady;
     };
     if conn.is_broken(q) {
-        return Attempt::NotReady;
+        return Attempt::Stopped;
     }
     let mut st = vring.get_mut();
     if !st.get_queue().ready() || !st.is_enabled() {

@@ -22,7 +22,7 @@ pub enum DropReason {
     Oversize,
     /// Frame shorter than an Ethernet header.
     Undersize,
-    /// The queue is not started (or was reset).
+    /// The queue was stopped after a ring error (until the front-end restarts it).
     QueueStopped,
     /// The frame's VLAN is not the sending port's.
     VlanMismatch,
@@ -36,11 +36,14 @@ pub enum DropReason {
     UnknownPort,
     /// A checksum or segmentation offload could not be finished in software.
     OffloadError,
+    /// The destination has no front-end connected, or none of its RX rings is
+    /// started and enabled yet (a guest still booting).
+    NotReady,
 }
 
 impl DropReason {
     /// Number of reasons.
-    pub const COUNT: usize = 14;
+    pub const COUNT: usize = 15;
 
     /// Every reason, in discriminant order.
     pub const ALL: [Self; Self::COUNT] = [
@@ -58,6 +61,7 @@ impl DropReason {
         Self::BadSourceMac,
         Self::UnknownPort,
         Self::OffloadError,
+        Self::NotReady,
     ];
 
     /// The counter index.
@@ -82,6 +86,7 @@ impl DropReason {
             Self::BadSourceMac => "bad_source_mac",
             Self::UnknownPort => "unknown_port",
             Self::OffloadError => "offload_error",
+            Self::NotReady => "not_ready",
         }
     }
 }
