@@ -120,6 +120,9 @@ fn deliver_burst(
     let now = now_secs();
     let mut routes: ArrayVec<Option<Routed>, BURST> = ArrayVec::new();
     let (mut packets, mut bytes) = (0u64, 0u64);
+    // A burst usually comes from few stations: learn each source once per burst, not
+    // once per frame (the learner takes a lock).
+    let mut learned: ArrayVec<(u16, MacAddr), BURST> = ArrayVec::new();
     for (buf, &len) in bufs.iter().zip(lens) {
         packets += 1;
         bytes += len.saturating_sub(12) as u64;
@@ -137,7 +140,10 @@ fn deliver_burst(
         } else {
             0
         };
-        fabric.learner.learn(&view.map, vlan, src, up.id, now);
+        if !learned.contains(&(vlan, src)) {
+            fabric.learner.learn(&view.map, vlan, src, up.id, now);
+            let _ = learned.try_push((vlan, src));
+        }
         let route = match forward(&view.map, Source::Uplink(up.id), vlan, dst) {
             Decision::Port(p) => Some(Routed {
                 port: Some(p),
