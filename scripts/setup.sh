@@ -6,7 +6,8 @@ set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 
 PACKAGES=(dpdk-dev iproute2 tcpdump netsniff-ng ethtool jq build-essential pkg-config
-    libvirt-clients libxml2-utils) # virt-xml-validate and the xmllint it runs
+    libvirt-clients libxml2-utils # virt-xml-validate and the xmllint it runs
+    libvirt-daemon-system) # libvirtd and virtlogd for integration/tests/libvirt.rs
 MIN_HUGEPAGES=512
 
 step() { printf 'setup: %s\n' "$*"; }
