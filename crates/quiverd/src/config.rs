@@ -42,6 +42,29 @@ impl fmt::Display for SocketMode {
 pub enum UplinkKindCfg {
     Tap,
     None,
+    /// Counts and drops what is sent to it (benchmarks: guest TX alone).
+    Sink,
+    /// Generates frames toward the VNICs (benchmarks: guest RX alone).
+    Source,
+}
+
+impl UplinkKindCfg {
+    fn as_str(self) -> &'static str {
+        match self {
+            UplinkKindCfg::Tap => "tap",
+            UplinkKindCfg::None => "none",
+            UplinkKindCfg::Sink => "sink",
+            UplinkKindCfg::Source => "source",
+        }
+    }
+}
+
+/// `source_dst`: one MAC or a list of them.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
 }
 
 #[derive(Debug, Deserialize)]
@@ -63,6 +86,9 @@ struct RawUplink {
     netns: Option<String>,
     #[serde(default)]
     persist: bool,
+    source_dst: Option<OneOrMany>,
+    source_src: Option<String>,
+    source_frame_len: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -94,7 +120,25 @@ pub struct UplinkConfig {
     pub queues: usize,
     pub netns: Option<String>,
     pub persist: bool,
+    /// What a `source` uplink generates; `None` for the other kinds.
+    pub source: Option<SourceSettings>,
 }
+
+/// The frames a `source` uplink generates.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourceSettings {
+    /// Destination MACs, used round-robin.
+    pub dst: Vec<MacAddr>,
+    pub src: MacAddr,
+    /// Ethernet frame length without FCS.
+    pub frame_len: usize,
+}
+
+/// Source MAC of generated frames unless `source_src` says otherwise: locally
+/// administered, so it never collides with a vendor's.
+pub const DEFAULT_SOURCE_SRC: MacAddr = MacAddr([0x02, 0x00, 0x00, 0x00, 0x00, 0xfe]);
+/// Frame length of generated frames unless `source_frame_len` says otherwise.
+pub const DEFAULT_SOURCE_FRAME_LEN: u32 = 64;
 
 /// A validated VNIC.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -209,7 +253,7 @@ impl Config {
                     return Err(ctx.err(at("ifname"), "required for kind = \"tap\""))
                 }
                 (_, Some(n)) => n,
-                (UplinkKindCfg::None, None) => String::new(),
+                (_, None) => String::new(),
             };
             if u.kind == UplinkKindCfg::Tap {
                 if ifname.is_empty() || ifname.len() > 15 || ifname.contains(['/', ' ']) {
@@ -228,6 +272,14 @@ impl Config {
             if let Some(ns) = &u.netns {
                 check_name(&ctx, &at("netns"), ns)?;
             }
+            let source = source_settings(
+                &ctx,
+                &at,
+                u.kind,
+                u.source_dst,
+                u.source_src,
+                u.source_frame_len,
+            )?;
             cfg.uplinks.push(UplinkConfig {
                 name: u.name,
                 kind: u.kind,
@@ -235,6 +287,7 @@ impl Config {
                 queues: queues as usize,
                 netns: u.netns,
                 persist: u.persist,
+                source,
             });
         }
         let mut names = HashSet::new();
@@ -354,6 +407,94 @@ impl Config {
         }
         Ok(cfg)
     }
+}
+
+fn parse_mac(ctx: &Ctx<'_>, field: &str, text: &str) -> Result<MacAddr, ConfigError> {
+    text.parse().map_err(|_e| {
+        ctx.err(
+            field,
+            format!("{text:?} is not a MAC address like 52:54:00:00:00:01"),
+        )
+    })
+}
+
+/// The `source_*` fields: required (dst) or defaulted for kind = "source", refused for
+/// the other kinds.
+fn source_settings(
+    ctx: &Ctx<'_>,
+    at: &dyn Fn(&str) -> String,
+    kind: UplinkKindCfg,
+    dst: Option<OneOrMany>,
+    src: Option<String>,
+    frame_len: Option<u32>,
+) -> Result<Option<SourceSettings>, ConfigError> {
+    if kind != UplinkKindCfg::Source {
+        let given = [
+            ("source_dst", dst.is_some()),
+            ("source_src", src.is_some()),
+            ("source_frame_len", frame_len.is_some()),
+        ];
+        if let Some((field, _)) = given.iter().find(|(_, set)| *set) {
+            return Err(ctx.err(
+                at(field),
+                format!(
+                    "only for kind = \"source\" (this uplink is kind = \"{}\")",
+                    kind.as_str()
+                ),
+            ));
+        }
+        return Ok(None);
+    }
+    let dst = match dst {
+        None => {
+            return Err(ctx.err(
+                at("source_dst"),
+                "required for kind = \"source\": the destination MAC (or a list of them)",
+            ))
+        }
+        Some(OneOrMany::One(m)) => vec![m],
+        Some(OneOrMany::Many(list)) => list,
+    };
+    if dst.is_empty() {
+        return Err(ctx.err(at("source_dst"), "an empty list: name at least one MAC"));
+    }
+    let mut macs = Vec::with_capacity(dst.len());
+    for text in &dst {
+        let mac = parse_mac(ctx, &at("source_dst"), text)?;
+        if mac.is_zero() {
+            return Err(ctx.err(at("source_dst"), format!("{mac} is the zero address")));
+        }
+        macs.push(mac);
+    }
+    let src = match src {
+        None => DEFAULT_SOURCE_SRC,
+        Some(text) => {
+            let mac = parse_mac(ctx, &at("source_src"), &text)?;
+            if !mac.is_unicast() || mac.is_zero() {
+                return Err(ctx.err(at("source_src"), format!("{mac} is not a unicast address")));
+            }
+            mac
+        }
+    };
+    let len = frame_len.unwrap_or(DEFAULT_SOURCE_FRAME_LEN);
+    let (min, max) = (
+        quiver_uplink::MIN_SOURCE_FRAME,
+        quiver_uplink::MAX_SOURCE_FRAME,
+    );
+    let frame_len = usize::try_from(len)
+        .ok()
+        .filter(|l| (min..=max).contains(l))
+        .ok_or_else(|| {
+            ctx.err(
+                at("source_frame_len"),
+                format!("{len} is outside {min}..={max} (bytes of Ethernet frame without FCS)"),
+            )
+        })?;
+    Ok(Some(SourceSettings {
+        dst: macs,
+        src,
+        frame_len,
+    }))
 }
 
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
@@ -485,6 +626,114 @@ mac = "52:54:00:00:00:02"
         let e = Config::parse("t.toml", &GOOD.replace("kind = \"tap\"", "kind = \"dpdk\""))
             .expect_err("kind");
         assert!(e.reason.contains("dpdk"), "{e}");
+    }
+
+    const SOURCE_SINK: &str = r#"
+[[uplink]]
+name = "gen"
+kind = "source"
+source_dst = ["52:54:00:00:00:01", "52:54:00:00:00:02"]
+source_frame_len = 1500
+
+[[uplink]]
+name = "drop"
+kind = "sink"
+queues = 2
+
+[[uplink]]
+name = "one"
+kind = "source"
+source_dst = "52:54:00:00:00:01"
+"#;
+
+    #[test]
+    fn sink_and_source_parse_with_defaults() {
+        let c = Config::parse("t.toml", SOURCE_SINK).expect("valid");
+        let gen = &c.uplinks[0];
+        assert_eq!(gen.kind, UplinkKindCfg::Source);
+        assert_eq!(gen.ifname, "");
+        let s = gen.source.as_ref().expect("source settings");
+        assert_eq!(s.frame_len, 1500);
+        assert_eq!(s.src, DEFAULT_SOURCE_SRC);
+        assert_eq!(
+            s.dst,
+            vec![
+                MacAddr([0x52, 0x54, 0, 0, 0, 1]),
+                MacAddr([0x52, 0x54, 0, 0, 0, 2])
+            ]
+        );
+        assert_eq!(
+            (c.uplinks[1].kind, c.uplinks[1].queues),
+            (UplinkKindCfg::Sink, 2)
+        );
+        assert_eq!(c.uplinks[1].source, None);
+        let one = c.uplinks[2].source.as_ref().expect("source settings");
+        assert_eq!(one.dst.len(), 1);
+        assert_eq!(one.frame_len, DEFAULT_SOURCE_FRAME_LEN as usize);
+    }
+
+    #[test]
+    fn bad_source_fields_are_named() {
+        let cases = [
+            (
+                "source_frame_len = 1500",
+                "source_frame_len = 59",
+                "uplink[0] (gen).source_frame_len",
+            ),
+            (
+                "source_frame_len = 1500",
+                "source_frame_len = 9235",
+                "uplink[0] (gen).source_frame_len",
+            ),
+            (
+                "source_dst = [\"52:54:00:00:00:01\", \"52:54:00:00:00:02\"]",
+                "source_dst = [\"52:54:00:00:00:01\", \"nope\"]",
+                "uplink[0] (gen).source_dst",
+            ),
+            (
+                "source_dst = [\"52:54:00:00:00:01\", \"52:54:00:00:00:02\"]",
+                "source_dst = []",
+                "uplink[0] (gen).source_dst",
+            ),
+            (
+                "source_dst = [\"52:54:00:00:00:01\", \"52:54:00:00:00:02\"]",
+                "source_dst = \"00:00:00:00:00:00\"",
+                "uplink[0] (gen).source_dst",
+            ),
+            (
+                "source_dst = [\"52:54:00:00:00:01\", \"52:54:00:00:00:02\"]",
+                "",
+                "uplink[0] (gen).source_dst",
+            ),
+            (
+                "source_frame_len = 1500",
+                "source_src = \"ff:ff:ff:ff:ff:ff\"",
+                "uplink[0] (gen).source_src",
+            ),
+            (
+                "queues = 2",
+                "source_frame_len = 64",
+                "uplink[1] (drop).source_frame_len",
+            ),
+            (
+                "queues = 2",
+                "source_dst = \"52:54:00:00:00:01\"",
+                "uplink[1] (drop).source_dst",
+            ),
+        ];
+        for (from, to, field) in cases {
+            let text = SOURCE_SINK.replacen(from, to, 1);
+            let e = Config::parse("t.toml", &text).expect_err(to);
+            assert_eq!(e.file, "t.toml");
+            assert_eq!(e.field, field, "{to}: {e}");
+            assert!(!e.reason.is_empty());
+        }
+        let e = Config::parse(
+            "t.toml",
+            &GOOD.replace("netns = \"hostside\"", "source_frame_len = 64"),
+        )
+        .expect_err("tap with a source field");
+        assert!(e.reason.contains("only for kind = \"source\""), "{e}");
     }
 
     #[test]

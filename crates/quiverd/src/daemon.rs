@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use quiver_switch::{PortId, PortMap, PortMapError, PortSpec, UplinkId};
-use quiver_uplink::{open_tap, NoneUplink, TapConfig, TapError, Uplink};
+use quiver_uplink::{
+    open_tap, NoneUplink, Sink, Source, SourceConfig, SourceError, TapConfig, TapError, Uplink,
+};
 
 use crate::config::{Config, UplinkConfig, UplinkKindCfg, VnicConfig};
 use crate::fabric::Fabric;
@@ -23,6 +25,12 @@ pub enum DaemonError {
         ifname: String,
         #[source]
         source: Box<TapError>,
+    },
+    #[error("uplink {name}: cannot build its source")]
+    Source {
+        name: String,
+        #[source]
+        source: SourceError,
     },
     #[error("uplink {name}: cannot start its pollers")]
     Poller {
@@ -68,6 +76,27 @@ const TUN_F_TSO6: libc::c_uint = 0x04;
 fn open_uplink(cfg: &UplinkConfig) -> Result<Arc<dyn Uplink>, DaemonError> {
     match cfg.kind {
         UplinkKindCfg::None => Ok(Arc::new(NoneUplink)),
+        UplinkKindCfg::Sink => Ok(Arc::new(Sink::new(&cfg.name, cfg.queues))),
+        UplinkKindCfg::Source => {
+            // Config validation guarantees the settings; an empty list fails below.
+            let (dst, src, frame_len) = cfg.source.as_ref().map_or((Vec::new(), [0; 6], 0), |s| {
+                (s.dst.iter().map(|m| m.0).collect(), s.src.0, s.frame_len)
+            });
+            let source = Source::new(
+                &cfg.name,
+                &SourceConfig {
+                    dst,
+                    src,
+                    frame_len,
+                    queues: cfg.queues,
+                },
+            )
+            .map_err(|source| DaemonError::Source {
+                name: cfg.name.clone(),
+                source,
+            })?;
+            Ok(Arc::new(source))
+        }
         UplinkKindCfg::Tap => {
             let tap = open_tap(&TapConfig {
                 ifname: cfg.ifname.clone(),

@@ -1,6 +1,13 @@
 //! Uplink pollers: one thread per uplink queue reads frames from the wire, learns
 //! their source MACs, and delivers them (grouped by destination VNIC) straight into
 //! the VNICs' RX rings. Idle pollers sleep in poll(2).
+//!
+//! A `source` uplink has no fd: its poller generates a burst whenever the last one
+//! was taken, as fast as the destination RX rings accept frames. quiverd asks guests
+//! not to kick for RX buffers (`Worker::quiet_rx`), so there is no event to wait on
+//! when a ring is full: the poller backs off instead, first yielding the CPU, then
+//! sleeping 50 µs doubling up to 1 ms while no frame is accepted. Frames offered
+//! while a ring is full are dropped and counted (`no_rx_buffers`), as a NIC would.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -8,7 +15,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arrayvec::ArrayVec;
-use quiver_switch::{forward, Decision, DropReason, PortId, Source};
+use quiver_switch::{forward, Decision, DropReason, PortId, QueueCounters, Source};
+use quiver_uplink::{UplinkKind, UplinkQueue};
 use quiver_virtio_net::Slice;
 use quiver_wire::MacAddr;
 
@@ -21,6 +29,10 @@ const BURST: usize = 32;
 const BUF_LEN: usize = 12 + crate::offload::MAX_SUPER_FRAME;
 /// How often an idle poller checks for shutdown.
 const POLL_MS: i32 = 200;
+/// A source poller that got no frame accepted yields this many times before sleeping.
+const SOURCE_YIELDS: u32 = 64;
+const SOURCE_MIN_SLEEP: Duration = Duration::from_micros(50);
+const SOURCE_MAX_SLEEP: Duration = Duration::from_millis(1);
 
 pub struct Poller {
     stop: Arc<AtomicBool>,
@@ -60,12 +72,15 @@ fn poll_queue(up: &UplinkPort, qi: usize, fabric: &Fabric, stop: &AtomicBool) {
     let Some(queue) = up.dev.queue(qi) else {
         return;
     };
+    let counters = &up.counters[qi.min(up.counters.len() - 1)];
     let Some(fd) = queue.rx_fd() else {
+        if up.dev.kind() == UplinkKind::Source {
+            generate(up, qi, queue, fabric, stop, counters);
+        }
         return;
     };
     let mut bufs: Vec<Vec<u8>> = (0..BURST).map(|_| vec![0u8; BUF_LEN]).collect();
     let mut lens = [0usize; BURST];
-    let counters = &up.counters[qi.min(up.counters.len() - 1)];
     while !stop.load(Ordering::Relaxed) {
         let mut pfd = libc::pollfd {
             fd,
@@ -100,6 +115,64 @@ fn poll_queue(up: &UplinkPort, qi: usize, fabric: &Fabric, stop: &AtomicBool) {
     }
 }
 
+/// The poller of a source queue: a burst at a time, backing off while no frame is
+/// accepted (see the module comment).
+fn generate(
+    up: &UplinkPort,
+    qi: usize,
+    queue: &dyn UplinkQueue,
+    fabric: &Fabric,
+    stop: &AtomicBool,
+    counters: &QueueCounters,
+) {
+    // Generated frames are at most MAX_SOURCE_FRAME: no need for TAP-sized buffers.
+    let buf_len = 12 + quiver_uplink::MAX_SOURCE_FRAME;
+    let mut bufs: Vec<Vec<u8>> = (0..BURST).map(|_| vec![0u8; buf_len]).collect();
+    let mut lens = [0usize; BURST];
+    let mut idle = 0u32;
+    let mut sleep = SOURCE_MIN_SLEEP;
+    while !stop.load(Ordering::Relaxed) {
+        let mut n = 0;
+        while n < BURST {
+            match queue.recv(&mut bufs[n]) {
+                Ok(Some(len)) => {
+                    lens[n] = len;
+                    n += 1;
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    log::warn!("uplink {} queue {qi}: source failed: {e}", up.cfg.name);
+                    std::thread::sleep(Duration::from_millis(100));
+                    break;
+                }
+            }
+        }
+        let accepted = if n == 0 {
+            0
+        } else {
+            deliver_burst(up, qi, fabric, &mut bufs[..n], &lens[..n], counters)
+        };
+        if accepted > 0 {
+            idle = 0;
+            sleep = SOURCE_MIN_SLEEP;
+        } else if idle < SOURCE_YIELDS {
+            idle += 1;
+            std::thread::yield_now();
+        } else {
+            std::thread::sleep(sleep);
+            sleep = (sleep * 2).min(SOURCE_MAX_SLEEP);
+        }
+    }
+}
+
+/// Frames received so far by every queue of `vnic` (toward the guest).
+fn vnic_rx(vnic: &crate::vnic::Vnic) -> u64 {
+    vnic.counters
+        .iter()
+        .map(|c| c.snapshot().rx_packets)
+        .fold(0, u64::wrapping_add)
+}
+
 /// Where one received frame goes, and the bytes it carries there.
 struct Routed {
     port: Option<PortId>,
@@ -108,14 +181,17 @@ struct Routed {
     strip_tag: bool,
 }
 
+/// Delivers one burst; returns how many unicast frames the destination VNICs took
+/// (measured on their RX counters, so another sender's frames to the same VNIC in the
+/// meantime count too: a hint for the source's back-off, not a statistic).
 fn deliver_burst(
     up: &UplinkPort,
     qi: usize,
     fabric: &Fabric,
     bufs: &mut [Vec<u8>],
     lens: &[usize],
-    counters: &quiver_switch::QueueCounters,
-) {
+    counters: &QueueCounters,
+) -> u64 {
     let view = fabric.load();
     let now = now_secs();
     let mut routes: ArrayVec<Option<Routed>, BURST> = ArrayVec::new();
@@ -198,6 +274,7 @@ fn deliver_burst(
         len: frame_len(&views[i]),
     };
     let mut done = [false; BURST];
+    let mut accepted = 0u64;
     for i in 0..routes.len() {
         let Some(route) = &routes[i] else { continue };
         if done[i] {
@@ -223,9 +300,12 @@ fn deliver_burst(
         }
         match view.vnic(port) {
             Some(dst) if view.map.port(port).and_then(|s| s.uplink) == Some(up.id) => {
-                deliver::to_vnic(dst, qi, &group)
+                let before = vnic_rx(dst);
+                deliver::to_vnic(dst, qi, &group);
+                accepted += vnic_rx(dst).wrapping_sub(before);
             }
             _ => counters.add_drop(DropReason::NoRoute, group.len() as u64),
         }
     }
+    accepted
 }

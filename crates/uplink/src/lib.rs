@@ -5,17 +5,26 @@
 //! - `tap` — [`Tap`]: a multi-queue TAP with virtio_net_hdr (one tun fd per
 //!   queue), opened or created by [`open_tap`], optionally in another netns.
 //! - `none` — [`NoneUplink`]: zero queues, for an isolated switch.
+//! - `sink` — [`Sink`]: in memory, counts and drops every frame sent to it.
+//! - `source` — [`Source`]: in memory, an endless generator of prebuilt frames
+//!   toward the VNICs. Sink and source let benchmarks measure the switch alone.
 //! - [`netns`] — running work inside a named network namespace on a helper
 //!   thread, and fixtures for tests ([`netns::NetnsGuard`], [`netns::exec`]).
 //! - `sys` — the FFI quarantine: `struct ifreq` and typed ioctl wrappers.
 
 pub mod netns;
 mod none;
+mod sink;
+mod source;
 mod sys;
 mod tap;
 mod uplink;
 
 pub use netns::NetnsError;
 pub use none::NoneUplink;
+pub use sink::{Sink, SinkQueue};
+pub use source::{
+    Source, SourceConfig, SourceError, SourceQueue, MAX_SOURCE_FRAME, MIN_SOURCE_FRAME,
+};
 pub use tap::{open_tap, Tap, TapConfig, TapError, TapQueue, MAX_TAP_QUEUES};
 pub use uplink::{Capabilities, Uplink, UplinkError, UplinkKind, UplinkQueue, VNET_HDR_LEN};

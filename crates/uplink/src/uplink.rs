@@ -13,8 +13,8 @@ pub const VNET_HDR_LEN: usize = 12;
 /// Errors of this module.
 #[derive(Debug, thiserror::Error)]
 pub enum UplinkError {
-    /// A kind name that is not one of `tap`, `none`.
-    #[error("unknown uplink kind {kind:?} (expected \"tap\" or \"none\")")]
+    /// A kind name that is not one of `tap`, `none`, `sink`, `source`.
+    #[error("unknown uplink kind {kind:?} (expected \"tap\", \"none\", \"sink\" or \"source\")")]
     UnknownKind { kind: String },
 }
 
@@ -67,13 +67,18 @@ pub struct Capabilities {
     pub hw_steering: bool,
 }
 
-/// Kinds of uplink. Spelled `tap` / `none` in config files and the API.
+/// Kinds of uplink. Spelled `tap` / `none` / `sink` / `source` in config files
+/// and the API.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum UplinkKind {
     /// A multi-queue TAP device (`/dev/net/tun`).
     Tap,
     /// No uplink: an isolated switch.
     None,
+    /// In memory: counts and drops every frame sent to it (benchmarks).
+    Sink,
+    /// In memory: generates frames toward the VNICs without end (benchmarks).
+    Source,
 }
 
 impl UplinkKind {
@@ -82,6 +87,8 @@ impl UplinkKind {
         match self {
             UplinkKind::Tap => "tap",
             UplinkKind::None => "none",
+            UplinkKind::Sink => "sink",
+            UplinkKind::Source => "source",
         }
     }
 }
@@ -99,6 +106,8 @@ impl FromStr for UplinkKind {
         match s {
             "tap" => Ok(UplinkKind::Tap),
             "none" => Ok(UplinkKind::None),
+            "sink" => Ok(UplinkKind::Sink),
+            "source" => Ok(UplinkKind::Source),
             _ => Err(UplinkError::UnknownKind { kind: s.to_owned() }),
         }
     }
@@ -110,7 +119,12 @@ mod tests {
 
     #[test]
     fn kind_round_trips_through_strings() {
-        for kind in [UplinkKind::Tap, UplinkKind::None] {
+        for kind in [
+            UplinkKind::Tap,
+            UplinkKind::None,
+            UplinkKind::Sink,
+            UplinkKind::Source,
+        ] {
             assert_eq!(kind.to_string().parse::<UplinkKind>().unwrap(), kind);
         }
         assert_eq!("tap".parse::<UplinkKind>().unwrap(), UplinkKind::Tap);
