@@ -4,7 +4,10 @@
 //! Every test gets unique names (socket directory, interface and namespace names carry
 //! the pid and a counter) and everything is removed on drop, so tests run in parallel.
 
+pub mod nshost;
+pub mod pingloop;
 pub mod qemu;
+pub mod testpmd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -170,14 +170,6 @@ impl Qemu {
         c
     }
 
-    /// `reconnect=1` (7.2) or `reconnect-ms=1000` (10.0, where `reconnect` is gone).
-    pub fn reconnect_arg(&self) -> &'static str {
-        match self.version {
-            QemuVersion::V7_2 => "reconnect=1",
-            QemuVersion::V10 => "reconnect-ms=1000",
-        }
-    }
-
     /// Whether guests need `pci=nomsi` (QEMU 7.2 under TCG, see the module doc).
     pub fn needs_nomsi(&self) -> bool {
         self.version == QemuVersion::V7_2 && self.accel == Accel::Tcg
@@ -313,16 +305,16 @@ impl GuestImage {
     }
 }
 
-/// One guest: its NIC on a vhost-user socket, its address and its script.
+/// One guest: its NIC attached to a quiverd VNIC, its address and its script.
 #[derive(Clone, Debug)]
 pub struct VmSpec {
     /// Short name used in file names and messages.
     pub name: String,
-    /// The VNIC's vhost-user socket (quiverd is the server).
-    pub socket: PathBuf,
-    pub mac: String,
-    /// Queue pairs of the NIC (`queues=` on the netdev; `mq=on` when > 1).
-    pub queue_pairs: u16,
+    /// quiverd's configuration file and the VNIC in it the guest's NIC attaches to.
+    /// The NIC's QEMU arguments (memory backend, chardev, netdev, device) are what
+    /// `quiverd qemu-args` prints for it, so the tests verify that output.
+    pub config: PathBuf,
+    pub vnic: String,
     /// `quiver.ip=` of the guest, e.g. `10.0.0.1/24`.
     pub ip: Option<String>,
     /// `quiver.mtu=` of the guest's eth0.
@@ -334,12 +326,12 @@ pub struct VmSpec {
 }
 
 impl VmSpec {
-    pub fn new(name: &str, socket: &Path, mac: &str) -> VmSpec {
+    /// A guest named after `vnic`, attached to it.
+    pub fn new(config: &Path, vnic: &str) -> VmSpec {
         VmSpec {
-            name: name.to_string(),
-            socket: socket.to_path_buf(),
-            mac: mac.to_string(),
-            queue_pairs: 1,
+            name: vnic.to_string(),
+            config: config.to_path_buf(),
+            vnic: vnic.to_string(),
             ip: None,
             mtu: None,
             script: String::new(),
@@ -347,6 +339,51 @@ impl VmSpec {
             memory_mb: 256,
         }
     }
+
+    /// The QMP name of the guest's NIC (the netdev id `quiverd qemu-args` chose), for
+    /// `set_link`.
+    pub fn netdev_id(&self) -> String {
+        if self.vnic.starts_with(|c: char| c.is_ascii_alphabetic()) {
+            format!("{}-net", self.vnic)
+        } else {
+            format!("vnic-{}-net", self.vnic)
+        }
+    }
+}
+
+/// `quiverd qemu-args` for the guest's NIC, for this QEMU version and memory size.
+pub fn nic_args(qemu: &Qemu, spec: &VmSpec) -> Result<Vec<String>> {
+    let version = match qemu.version {
+        QemuVersion::V7_2 => "7.2",
+        QemuVersion::V10 => "10.0",
+    };
+    let out = Command::new(crate::quiverd_bin())
+        .arg("qemu-args")
+        .arg("--config")
+        .arg(&spec.config)
+        .args(["--qemu", version, "--format", "lines", "--mem"])
+        .arg(format!("{}M", spec.memory_mb))
+        .arg(&spec.vnic)
+        .output()
+        .context("running quiverd qemu-args")?;
+    if !out.status.success() {
+        bail!(
+            "quiverd qemu-args {} failed ({}): {}",
+            spec.vnic,
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let mut args: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    // The test image has no option ROMs (ipxe-qemu is not installed) and boots the
+    // kernel directly, so the NIC gets none: the one change made to quiverd's output.
+    for a in args.iter_mut().filter(|a| a.starts_with("virtio-net-pci,")) {
+        a.push_str(",romfile=");
+    }
+    Ok(args)
 }
 
 /// A running guest; QEMU is killed on drop, and its console printed if the test panics.
@@ -375,7 +412,8 @@ impl Vm {
         let dir = crate::TempDir::new(&format!("vm-{}", spec.name))?;
         let console = dir.path().join("console.log");
         let stderr = dir.path().join("qemu.log");
-        let mut args = qemu_args(qemu, image, spec, &console);
+        let nic = nic_args(qemu, spec)?;
+        let mut args = qemu_args(qemu, image, spec, &console, &nic);
         edit(dir.path(), &mut args);
         let err = std::fs::File::create(&stderr)?;
         let child = qemu
@@ -553,8 +591,15 @@ impl Qmp {
     }
 }
 
-/// The QEMU command line for `spec` (without the binary and `-L` paths).
-pub fn qemu_args(qemu: &Qemu, image: &GuestImage, spec: &VmSpec, console: &Path) -> Vec<String> {
+/// The QEMU command line for `spec` (without the binary and `-L` paths), with `nic` the
+/// NIC's arguments from `quiverd qemu-args`.
+pub fn qemu_args(
+    qemu: &Qemu,
+    image: &GuestImage,
+    spec: &VmSpec,
+    console: &Path,
+    nic: &[String],
+) -> Vec<String> {
     let mut append = vec![
         "console=ttyS0".to_string(),
         "quiet".into(),
@@ -572,19 +617,8 @@ pub fn qemu_args(qemu: &Qemu, image: &GuestImage, spec: &VmSpec, console: &Path)
     if !spec.script.is_empty() {
         append.push(format!("quiver.cmd={}", base64(spec.script.as_bytes())));
     }
-    let mut device = format!("virtio-net-pci,netdev=n0,mac={},romfile=", spec.mac);
-    if spec.queue_pairs > 1 {
-        // MSI-X vectors: one per queue (2 per pair), the control queue and config.
-        device.push_str(&format!(
-            ",mq=on,vectors={}",
-            u32::from(spec.queue_pairs) * 2 + 2
-        ));
-    }
-    if let Some(mtu) = spec.mtu {
-        device.push_str(&format!(",host_mtu={mtu}"));
-    }
     let id = unique();
-    [
+    let mut args: Vec<String> = [
         "-name",
         &format!("quiver-{}-{id}", spec.name),
         "-accel",
@@ -592,7 +626,7 @@ pub fn qemu_args(qemu: &Qemu, image: &GuestImage, spec: &VmSpec, console: &Path)
         "-machine",
         "q35",
         "-m",
-        &spec.memory_mb.to_string(),
+        &format!("{}M", spec.memory_mb),
         "-smp",
         &spec.cpus.to_string(),
         "-nodefaults",
@@ -601,23 +635,6 @@ pub fn qemu_args(qemu: &Qemu, image: &GuestImage, spec: &VmSpec, console: &Path)
         "-no-reboot",
         "-serial",
         &format!("file:{}", console.display()),
-        "-object",
-        &format!(
-            "memory-backend-memfd,id=mem,size={}M,share=on",
-            spec.memory_mb
-        ),
-        "-numa",
-        "node,memdev=mem",
-        "-chardev",
-        &format!(
-            "socket,id=c0,path={},{}",
-            spec.socket.display(),
-            qemu.reconnect_arg()
-        ),
-        "-netdev",
-        &format!("vhost-user,id=n0,chardev=c0,queues={}", spec.queue_pairs),
-        "-device",
-        &device,
         "-kernel",
         &image.kernel.display().to_string(),
         "-initrd",
@@ -627,7 +644,9 @@ pub fn qemu_args(qemu: &Qemu, image: &GuestImage, spec: &VmSpec, console: &Path)
     ]
     .iter()
     .map(|s| s.to_string())
-    .collect()
+    .collect();
+    args.extend(nic.iter().cloned());
+    args
 }
 
 /// A log with repeated lines folded into their first occurrence, counted: a front-end
@@ -762,8 +781,7 @@ mod tests {
             kernel: "/k".into(),
             initrd: "/i".into(),
         };
-        let mut spec = VmSpec::new("a", Path::new("/s.sock"), "52:54:00:00:00:01");
-        spec.queue_pairs = 4;
+        let spec = VmSpec::new(Path::new("/q.toml"), "a");
         let mut q = Qemu {
             version: QemuVersion::V7_2,
             binary: "qemu".into(),
@@ -771,14 +789,17 @@ mod tests {
             module_dir: None,
             accel: Accel::Tcg,
         };
-        let a = qemu_args(&q, &image, &spec, Path::new("/c")).join(" ");
-        assert!(a.contains("path=/s.sock,reconnect=1 "), "{a}");
+        let nic = ["-netdev".to_string(), "vhost-user,id=a-net".to_string()];
+        let a = qemu_args(&q, &image, &spec, Path::new("/c"), &nic).join(" ");
         assert!(a.contains("pci=nomsi"), "{a}");
-        assert!(a.contains("queues=4 "), "{a}");
-        assert!(a.contains("mq=on,vectors=10"), "{a}");
+        assert!(a.ends_with("-netdev vhost-user,id=a-net"), "{a}");
+        assert_eq!(spec.netdev_id(), "a-net");
         q.version = QemuVersion::V10;
-        let a = qemu_args(&q, &image, &spec, Path::new("/c")).join(" ");
-        assert!(a.contains("reconnect-ms=1000"), "{a}");
+        let a = qemu_args(&q, &image, &spec, Path::new("/c"), &nic).join(" ");
         assert!(!a.contains("pci=nomsi"), "{a}");
+        assert_eq!(
+            VmSpec::new(Path::new("/q"), "7x").netdev_id(),
+            "vnic-7x-net"
+        );
     }
 }

@@ -14,22 +14,20 @@
 //! tests take turns (`SERIAL`); QEMU 10.0 is skipped, with a message, when
 //! `scripts/setup-vm.sh` has not unpacked it.
 
-use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
+use quiver_integration::nshost::NsHost;
+use quiver_integration::pingloop::{ping_loop_script, pings, resumed, wait_pings};
 use quiver_integration::qemu::{
     condense, prerequisites, serial, test_subnet, GuestImage, Qemu, QemuVersion, Qmp, Vm, VmSpec,
 };
 use quiver_integration::{vnic_total, Quiverd};
-use quiver_uplink::netns::{unique_name, NetnsGuard};
 
 const MAC1: &str = "52:54:00:00:00:01";
 /// Boot until the first good ping, under TCG on a busy machine.
 const FIRST_PING_TIMEOUT: Duration = Duration::from_secs(240);
-/// How long the guest's ping loop runs at most (the host stops it earlier).
-const LOOP_SECS: u32 = 600;
 /// How long each phase (carrier change, resumed pings) may take.
 const PHASE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Good pings required after the event before the test calls traffic resumed.
@@ -44,201 +42,41 @@ enum Listener {
     Qemu,
 }
 
-/// One ping of the guest's loop.
-#[derive(Clone, Copy, Debug)]
-struct Ping {
-    /// Guest uptime in seconds when the ping finished.
-    uptime: f64,
-    carrier: bool,
-    ok: bool,
-    /// Byte offset of the line's end in the console file.
-    end: usize,
-}
-
-/// The guest script: pings `host` forever (bounded), one `Q` line per ping.
-fn ping_loop_script(host: Ipv4Addr) -> String {
-    format!(
-        "end=$(( $(cut -d. -f1 /proc/uptime) + {LOOP_SECS} ))\n\
-         while [ \"$(cut -d. -f1 /proc/uptime)\" -lt $end ]; do\n  \
-           if ping -c 1 -W 1 {host} >/dev/null 2>&1; then r=ok; else r=fail; fi\n  \
-           echo \"Q $(cut -d' ' -f1 /proc/uptime) $(cat /sys/class/net/eth0/carrier 2>/dev/null || echo 0) $r\"\n  \
-           sleep 0.2\n\
-         done\n"
-    )
-}
-
-/// The `Q` lines of a console text.
-fn pings(console: &str) -> Vec<Ping> {
-    let mut out = Vec::new();
-    let mut end = 0;
-    for line in console.split_inclusive('\n') {
-        end += line.len();
-        if !line.ends_with('\n') {
-            break; // not yet complete
-        }
-        let mut w = line.trim_end().split(' ');
-        if w.next() != Some("Q") {
-            continue;
-        }
-        let (Some(up), Some(c), Some(r)) = (w.next(), w.next(), w.next()) else {
-            continue;
-        };
-        let Ok(uptime) = up.parse() else { continue };
-        out.push(Ping {
-            uptime,
-            carrier: c == "1",
-            ok: r == "ok",
-            end,
-        });
-    }
-    out
-}
-
-/// Polls the guest's console until `pred` finds what it wants in the `Q` lines.
-fn wait_pings<T>(
-    vm: &mut Vm,
-    q: &Quiverd,
-    what: &str,
-    timeout: Duration,
-    pred: impl Fn(&[Ping]) -> Option<T>,
-) -> Result<T> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(t) = pred(&pings(&vm.console_text())) {
-            return Ok(t);
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "{}: {what}: not within {timeout:?}\n{}\n--- quiverd log (condensed) ---\n{}",
-                vm.name,
-                vm.diagnostics(),
-                condense(&q.log_text())
-            );
-        }
-        ensure!(
-            !vm.console_text().contains("QUIVER-RESULT "),
-            "{}: the guest's ping loop ended early\n{}",
-            vm.name,
-            vm.diagnostics()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// Index of the first of `n` consecutive good pings with carrier, at or after `from`.
-fn resumed(p: &[Ping], from: usize, n: usize) -> Option<usize> {
-    (from..p.len()).find(|&i| p.len() >= i + n && p[i..i + n].iter().all(|x| x.ok && x.carrier))
-}
-
-/// A namespace with a TAP uplink (`persist = true`) named `ifname` and its address.
-struct Uplink {
-    ns: NetnsGuard,
-    ifname: String,
-}
-
-impl Uplink {
-    fn config(&self) -> String {
-        format!(
-            "[[uplink]]\nname = \"up0\"\nkind = \"tap\"\nifname = \"{}\"\nnetns = \"{}\"\npersist = true\n\n",
-            self.ifname,
-            self.ns.name()
-        )
-    }
-
-    fn configure(&self, host_ip: Ipv4Addr) -> Result<()> {
-        for args in [
-            vec![
-                "ip".to_string(),
-                "addr".into(),
-                "add".into(),
-                format!("{host_ip}/24"),
-                "dev".into(),
-                self.ifname.clone(),
-            ],
-            vec![
-                "ip".into(),
-                "link".into(),
-                "set".into(),
-                self.ifname.clone(),
-                "up".into(),
-            ],
-        ] {
-            let out = self.ns.exec(&args).with_context(|| format!("{args:?}"))?;
-            ensure!(
-                out.status.success(),
-                "{args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        Ok(())
-    }
-
-    /// The TAP's addresses (`ip -br addr` without the name and operstate, which
-    /// follows whether quiverd has the TAP open).
-    fn addr(&self) -> String {
-        self.ns
-            .exec(&["ip", "-br", "addr", "show", "dev", &self.ifname])
-            .map(|o| {
-                let text = String::from_utf8_lossy(&o.stdout).to_string();
-                text.split_whitespace()
-                    .skip(2)
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            })
-            .unwrap_or_default()
-    }
-}
-
-impl Drop for Uplink {
-    fn drop(&mut self) {
-        // A persistent TAP outlives quiverd; remove it before the namespace goes.
-        let _ = self.ns.exec(&["ip", "link", "del", &self.ifname]);
-    }
-}
-
 /// quiverd with one VNIC `vm1` on the uplink, and the guest booted and pinging the
 /// namespace host; returns once the first ping has succeeded.
 struct Setup {
     vm: Vm,
     q: Quiverd,
-    uplink: Uplink,
+    uplink: NsHost,
     qmp_path: PathBuf,
+    /// The NIC's netdev id, for QMP `set_link`.
+    netdev: String,
     booted: Instant,
 }
 
 fn setup(qemu: &Qemu, tag: &str, listener: Listener) -> Result<Setup> {
     let image = GuestImage::get()?;
-    let uplink = Uplink {
-        ns: NetnsGuard::new(unique_name("qln"))?,
-        ifname: unique_name("ql"),
-    };
+    let uplink = NsHost::new("ql")?.persistent();
     let mode = match listener {
         Listener::Quiverd => "",
         Listener::Qemu => "mode = \"client\"\n",
     };
     let cfg = format!(
         "{}[[vnic]]\nname = \"vm1\"\nsocket = \"@DIR@/vm1.sock\"\nmac = \"{MAC1}\"\nuplink = \"up0\"\n{mode}",
-        uplink.config()
+        uplink.uplink_config()
     );
     let q = Quiverd::start(tag, &cfg)?;
     let [host_ip, guest_ip] = test_subnet(213);
     uplink.configure(host_ip)?;
-    let socket = q.dir.path().join("vm1.sock");
-    let mut spec = VmSpec::new("vm1", &socket, MAC1);
+    let mut spec = VmSpec::new(&q.config, "vm1");
     spec.ip = Some(format!("{guest_ip}/24"));
-    spec.script = ping_loop_script(host_ip);
+    spec.script = ping_loop_script(host_ip, false);
     let booted = Instant::now();
-    let reconnect = qemu.reconnect_arg();
     let mut qmp_path = PathBuf::new();
+    // The chardev's role (reconnecting client, or `server=on` when quiverd is the
+    // client) comes from `quiverd qemu-args` and the VNIC's `mode`.
     let vm = Vm::boot_edited(qemu, &image, &spec, |dir: &Path, args: &mut Vec<String>| {
         qmp_path = dir.join("qmp.sock");
-        if listener == Listener::Qemu {
-            for a in args.iter_mut() {
-                if a.starts_with("socket,id=c0,") {
-                    *a = a.replace(reconnect, "server=on,wait=off");
-                }
-            }
-        }
         args.push("-qmp".into());
         args.push(format!("unix:{},server=on,wait=off", qmp_path.display()));
     })?;
@@ -247,6 +85,7 @@ fn setup(qemu: &Qemu, tag: &str, listener: Listener) -> Result<Setup> {
         q,
         uplink,
         qmp_path,
+        netdev: spec.netdev_id(),
         booted,
     };
     wait_pings(
@@ -276,7 +115,7 @@ fn set_link_off_on(version: QemuVersion) -> Result<()> {
 
     let before = pings(&s.vm.console_text()).len();
     let off_at = Instant::now();
-    qmp.set_link("n0", false)?;
+    qmp.set_link(&s.netdev, false)?;
     // Carrier gone and pings failing: the link is really down for the guest.
     let down = wait_pings(
         &mut s.vm,
@@ -298,7 +137,7 @@ fn set_link_off_on(version: QemuVersion) -> Result<()> {
     );
 
     let on_at = Instant::now();
-    qmp.set_link("n0", true)?;
+    qmp.set_link(&s.netdev, true)?;
     let back = wait_pings(
         &mut s.vm,
         &s.q,

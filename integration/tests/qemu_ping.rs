@@ -9,13 +9,13 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{ensure, Context, Result};
+use anyhow::{ensure, Result};
+use quiver_integration::nshost::NsHost;
 use quiver_integration::qemu::{
     condense, ping_script, prerequisites, serial, test_subnet, wait_echoes_script, GuestImage,
     QemuVersion, Vm, VmSpec,
 };
 use quiver_integration::{vnic_total, Quiverd};
-use quiver_uplink::netns::{unique_name, NetnsGuard};
 
 const MAC1: &str = "52:54:00:00:00:01";
 const MAC2: &str = "52:54:00:00:00:02";
@@ -45,9 +45,9 @@ fn guests_ping_each_other(version: QemuVersion) -> Result<()> {
     let ips = test_subnet(215);
     let started = Instant::now();
     let mut vms = Vec::new();
-    for (i, (name, mac)) in [("vm1", MAC1), ("vm2", MAC2)].into_iter().enumerate() {
+    for (i, name) in ["vm1", "vm2"].into_iter().enumerate() {
         let peer = ips[1 - i].to_string();
-        let mut spec = VmSpec::new(name, &q.dir.path().join(format!("{name}.sock")), mac);
+        let mut spec = VmSpec::new(&q.config, name);
         spec.ip = Some(format!("{}/24", ips[i]));
         spec.script = format!(
             "{}{}",
@@ -90,35 +90,13 @@ fn guest_pings_namespace_host(version: QemuVersion) -> Result<()> {
     };
     let _serial = serial();
     let image = GuestImage::get()?;
-    let ns = NetnsGuard::new(unique_name("qns"))?;
-    let ifname = unique_name("qt");
-    let cfg = format!(
-        "[[uplink]]\nname = \"up0\"\nkind = \"tap\"\nifname = \"{ifname}\"\nnetns = \"{}\"\n\n{}",
-        ns.name(),
-        vnic("vm1", MAC1, true)
-    );
+    let host = NsHost::new("qt")?;
+    let cfg = format!("{}{}", host.uplink_config(), vnic("vm1", MAC1, true));
     let q = Quiverd::start("qemu-ns", &cfg)?;
     let [host_ip, guest_ip] = test_subnet(214);
-    for args in [
-        vec![
-            "ip",
-            "addr",
-            "add",
-            &format!("{host_ip}/24"),
-            "dev",
-            &ifname,
-        ],
-        vec!["ip", "link", "set", &ifname, "up"],
-    ] {
-        let out = ns.exec(&args).with_context(|| format!("{args:?}"))?;
-        ensure!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    host.configure(host_ip)?;
     let started = Instant::now();
-    let mut spec = VmSpec::new("vm1", &q.dir.path().join("vm1.sock"), MAC1);
+    let mut spec = VmSpec::new(&q.config, "vm1");
     spec.ip = Some(format!("{guest_ip}/24"));
     spec.script = ping_script(&host_ip.to_string(), PINGS, REACH_SECS);
     let mut vm = Vm::boot(&qemu, &image, &spec)?;
@@ -134,8 +112,7 @@ fn guest_pings_namespace_host(version: QemuVersion) -> Result<()> {
         "{version}: guest pinged the namespace host in {:?}",
         started.elapsed()
     );
-    let neigh = ns.exec(&["ip", "neigh", "show", "dev", &ifname])?;
-    let neigh = String::from_utf8_lossy(&neigh.stdout);
+    let neigh = host.run(&["ip", "neigh", "show", "dev", &host.ifname])?;
     ensure!(
         neigh.contains(MAC1),
         "the namespace did not learn the guest's MAC: {neigh}"

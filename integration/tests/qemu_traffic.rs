@@ -13,16 +13,15 @@
 //!
 //! Same fixture and serial group as `qemu_ping.rs`: under TCG two guests fill two cores.
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
+use quiver_integration::nshost::NsHost;
 use quiver_integration::qemu::{
     condense, ping_script, prerequisites, serial, test_subnet, wait_echoes_script, GuestImage,
     QemuVersion, Vm, VmSpec,
 };
 use quiver_integration::{have, vnic_all_drops, vnic_total, Quiverd};
-use quiver_uplink::netns::{unique_name, NetnsGuard};
 
 const MAC1: &str = "52:54:00:00:00:01";
 const MAC2: &str = "52:54:00:00:00:02";
@@ -136,13 +135,13 @@ fn guests_iperf3(version: QemuVersion) -> Result<()> {
     let q = Quiverd::start("qemu-iperf", &cfg)?;
     let [ip1, ip2] = test_subnet(216);
     let started = Instant::now();
-    let mut server = VmSpec::new("vm1", &q.dir.path().join("vm1.sock"), MAC1);
+    let mut server = VmSpec::new(&q.config, "vm1");
     server.ip = Some(format!("{ip1}/24"));
     server.script = format!(
         "for run in 1 2; do timeout 240 iperf3 -s -1 >/tmp/s 2>&1 || {{ cat /tmp/s; exit 1; }}; done\n{}",
         offload_checks_script()
     );
-    let mut client = VmSpec::new("vm2", &q.dir.path().join("vm2.sock"), MAC2);
+    let mut client = VmSpec::new(&q.config, "vm2");
     client.ip = Some(format!("{ip2}/24"));
     client.script = format!(
         "{}{}",
@@ -174,26 +173,6 @@ fn guests_iperf3(version: QemuVersion) -> Result<()> {
     Ok(())
 }
 
-/// A process in a namespace, killed on drop.
-struct NsChild(Child);
-
-impl Drop for NsChild {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn ns_run(ns: &NetnsGuard, args: &[&str]) -> Result<String> {
-    let out = ns.exec(args).with_context(|| format!("{args:?}"))?;
-    ensure!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
 /// The counter `field` of `proto` in a /proc/net/snmp text.
 fn snmp_counter(snmp: &str, proto: &str, field: &str) -> Option<u64> {
     let prefix = format!("{proto}:");
@@ -216,41 +195,19 @@ fn guest_iperf3_namespace_host(version: QemuVersion) -> Result<()> {
     }
     let _serial = serial();
     let image = GuestImage::get()?;
-    let ns = NetnsGuard::new(unique_name("qns"))?;
-    let ifname = unique_name("qt");
+    let host = NsHost::new("qt")?;
     let cfg = format!(
-        "[[uplink]]\nname = \"up0\"\nkind = \"tap\"\nifname = \"{ifname}\"\nnetns = \"{}\"\n\n{}",
-        ns.name(),
+        "{}{}",
+        host.uplink_config(),
         vnic("vm1", MAC1, "uplink = \"up0\"\n")
     );
     let q = Quiverd::start("qemu-iperf-ns", &cfg)?;
     let [host_ip, guest_ip] = test_subnet(217);
-    ns_run(
-        &ns,
-        &[
-            "ip",
-            "addr",
-            "add",
-            &format!("{host_ip}/24"),
-            "dev",
-            &ifname,
-        ],
-    )?;
-    ns_run(&ns, &["ip", "link", "set", &ifname, "up"])?;
+    host.configure(host_ip)?;
     let server_log = q.dir.path().join("iperf3-server.log");
-    let log = std::fs::File::create(&server_log)?;
-    let _server = NsChild(
-        Command::new("ip")
-            .args(["netns", "exec", ns.name(), "iperf3", "-s", "-B"])
-            .arg(host_ip.to_string())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .context("starting iperf3 -s in the namespace")?,
-    );
+    let _server = host.spawn(&["iperf3", "-s", "-B", &host_ip.to_string()], &server_log)?;
     let started = Instant::now();
-    let mut spec = VmSpec::new("vm1", &q.dir.path().join("vm1.sock"), MAC1);
+    let mut spec = VmSpec::new(&q.config, "vm1");
     spec.ip = Some(format!("{guest_ip}/24"));
     spec.script = format!(
         "{}{}",
@@ -267,7 +224,7 @@ fn guest_iperf3_namespace_host(version: QemuVersion) -> Result<()> {
         started.elapsed()
     );
     report_iperf(&format!("{version} guest-namespace"), &vm)?;
-    let snmp = ns_run(&ns, &["cat", "/proc/net/snmp"])?;
+    let snmp = host.run(&["cat", "/proc/net/snmp"])?;
     for proto in ["Tcp", "Udp"] {
         let n = snmp_counter(&snmp, proto, "InCsumErrors")
             .with_context(|| format!("no {proto} InCsumErrors in the namespace's snmp"))?;
@@ -331,8 +288,8 @@ fn mtu9000_big_pings(version: QemuVersion) -> Result<()> {
     let ips = test_subnet(218);
     let started = Instant::now();
     let mut vms = Vec::new();
-    for (i, (name, mac)) in [("vm1", MAC1), ("vm2", MAC2)].into_iter().enumerate() {
-        let mut spec = VmSpec::new(name, &q.dir.path().join(format!("{name}.sock")), mac);
+    for (i, name) in ["vm1", "vm2"].into_iter().enumerate() {
+        let mut spec = VmSpec::new(&q.config, name);
         spec.ip = Some(format!("{}/24", ips[i]));
         // host_mtu=9000 on the -device and `ip link set eth0 mtu 9000` in the guest.
         spec.mtu = Some(9000);

@@ -5,24 +5,21 @@
 //! a frame received on port 0 (vm1) is sent out of port 1 (vm2) with vm2's source MAC
 //! and vm1 as destination, and vice versa, so every port both receives and transmits
 //! with its own source address (quiverd's anti-spoofing stays on). `start tx_first`
-//! seeds the two loops. Covered: quiverd as server over queue size 256/1024, mergeable
-//! RX buffers off/on, IN_ORDER off/on; and quiverd as client of a testpmd `server=1`.
+//! seeds the two loops. Each port has 2 queue pairs and a control queue (`cq=1`).
+//! Covered: quiverd as server over queue size 256/1024, mergeable RX buffers off/on,
+//! IN_ORDER off/on; and quiverd as client of a testpmd `server=1`.
 //!
 //! Each run busy-polls a core for a few seconds, so runs take turns (`SERIAL`) instead of
 //! starving each other on small CI machines.
 
-use std::io::Write;
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, ensure, Context, Result};
-use quiver_integration::{have, is_root, unique, vnic_all_drops, vnic_total, Quiverd};
+use anyhow::{bail, ensure, Result};
+use quiver_integration::testpmd::{self, forward_rx_packets, Port, Testpmd};
+use quiver_integration::{vnic_all_drops, vnic_total, Quiverd};
 use serde_json::Value;
 
-const TESTPMD: &str = "dpdk-testpmd";
 const MAC1: &str = "52:54:00:00:00:01";
 const MAC2: &str = "52:54:00:00:00:02";
 /// How long frames flow in each run.
@@ -38,8 +35,8 @@ static SERIAL: Mutex<()> = Mutex::new(());
 #[derive(Clone, Copy, Debug)]
 struct Row {
     queue_size: u16,
-    mrg_rxbuf: u8,
-    in_order: u8,
+    mrg_rxbuf: bool,
+    in_order: bool,
 }
 
 /// Which side of each socket listens.
@@ -47,18 +44,6 @@ struct Row {
 enum QuiverdMode {
     Server,
     Client,
-}
-
-fn skip() -> bool {
-    if !is_root() {
-        eprintln!("skipped: needs root (hugepages for dpdk-testpmd)");
-        return true;
-    }
-    if !have(TESTPMD) {
-        eprintln!("skipped: {TESTPMD} not installed (scripts/setup.sh installs dpdk-dev)");
-        return true;
-    }
-    false
 }
 
 fn config(mode: QuiverdMode) -> String {
@@ -74,154 +59,6 @@ fn config(mode: QuiverdMode) -> String {
             )
         })
         .collect()
-}
-
-/// A running `dpdk-testpmd` in interactive mode, driven through its stdin; killed on drop.
-struct Testpmd {
-    child: Option<Child>,
-    stdin: Option<ChildStdin>,
-    log: PathBuf,
-}
-
-impl Testpmd {
-    fn start(dir: &Path, row: Row, mode: QuiverdMode) -> Result<Testpmd> {
-        let server = match mode {
-            QuiverdMode::Server => "",
-            QuiverdMode::Client => ",server=1",
-        };
-        let vdev = |i: usize, name: &str, mac: &str| {
-            format!(
-                "net_virtio_user{i},path={},mac={mac},queues=2,queue_size={},mrg_rxbuf={},in_order={}{server}",
-                dir.join(format!("{name}.sock")).display(),
-                row.queue_size,
-                row.mrg_rxbuf,
-                row.in_order,
-            )
-        };
-        let log = dir.join(format!("testpmd-{}.log", unique()));
-        let out = std::fs::File::create(&log)?;
-        let mut cmd = Command::new(TESTPMD);
-        // SAFETY: the closure runs in the forked child before exec and only calls
-        // prctl(2), which is async-signal-safe; it touches no memory of the parent.
-        unsafe {
-            cmd.pre_exec(|| {
-                // testpmd outlives a killed test otherwise (and ignores SIGTERM while a
-                // server=1 port waits for its client).
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let mut child = cmd
-            .args([
-                "-l",
-                "0,1",
-                "--no-pci",
-                "--in-memory",
-                "--single-file-segments",
-            ])
-            .arg(format!("--file-prefix=quiver-tp-{}", unique()))
-            .arg("--vdev")
-            .arg(vdev(0, "vm1", MAC1))
-            .arg("--vdev")
-            .arg(vdev(1, "vm2", MAC2))
-            .args(["--", "-i", "--rxq=2", "--txq=2", "--nb-cores=1"])
-            .args(["--forward-mode=mac"])
-            .arg(format!("--eth-peer=0,{MAC2}"))
-            .arg(format!("--eth-peer=1,{MAC1}"))
-            .stdin(Stdio::piped())
-            .stdout(out.try_clone()?)
-            .stderr(out)
-            .spawn()
-            .with_context(|| format!("starting {TESTPMD}"))?;
-        let stdin = child.stdin.take();
-        Ok(Testpmd {
-            child: Some(child),
-            stdin,
-            log,
-        })
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn command(&mut self, line: &str) -> Result<()> {
-        let stdin = self.stdin.as_mut().context("stdin closed")?;
-        writeln!(stdin, "{line}").with_context(|| format!("testpmd: {line}: {}", self.log_text()))
-    }
-
-    /// Fails if testpmd has exited already.
-    fn check_running(&mut self) -> Result<()> {
-        if let Some(status) = self
-            .child
-            .as_mut()
-            .and_then(|c| c.try_wait().ok().flatten())
-        {
-            bail!("{TESTPMD} exited with {status}:\n{}", self.log_text());
-        }
-        Ok(())
-    }
-
-    /// `stop` (prints the forward statistics), `quit`, and waits for the exit. Returns
-    /// the whole output.
-    fn finish(&mut self) -> Result<String> {
-        self.command("stop")?;
-        self.command("quit")?;
-        drop(self.stdin.take());
-        let mut child = self.child.take().context("not running")?;
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = child.try_wait()? {
-                let text = self.log_text();
-                ensure!(status.success(), "{TESTPMD} exited with {status}:\n{text}");
-                return Ok(text);
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                bail!("{TESTPMD} did not quit:\n{}", self.log_text());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Testpmd {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        if std::thread::panicking() {
-            eprintln!("--- testpmd log ---\n{}", self.log_text());
-        }
-    }
-}
-
-/// testpmd's per-port "RX-packets" from the "Forward statistics for port N" blocks that
-/// `stop` prints.
-fn forward_rx_packets(output: &str) -> Vec<(u16, u64)> {
-    let mut out = Vec::new();
-    let mut lines = output.lines();
-    while let Some(line) = lines.next() {
-        let Some(rest) = line.split("Forward statistics for port ").nth(1) else {
-            continue;
-        };
-        let Some(port) = rest.split_whitespace().next().and_then(|p| p.parse().ok()) else {
-            continue;
-        };
-        let rx = lines
-            .next()
-            .and_then(|l| l.split("RX-packets:").nth(1))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok());
-        if let Some(rx) = rx {
-            out.push((port, rx));
-        }
-    }
-    out
 }
 
 fn both_connected(s: &Value) -> bool {
@@ -245,7 +82,27 @@ fn exchange(row: Row, mode: QuiverdMode) -> Result<()> {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    let mut tp = Testpmd::start(q.dir.path(), row, mode)?;
+    let ports: Vec<Port> = [("vm1", MAC1), ("vm2", MAC2)]
+        .iter()
+        .map(|(name, mac)| Port {
+            queues: 2,
+            queue_size: row.queue_size,
+            mrg_rxbuf: row.mrg_rxbuf,
+            in_order: row.in_order,
+            cq: true,
+            server: mode == QuiverdMode::Client,
+            ..Port::new(&q.dir.path().join(format!("{name}.sock")), mac)
+        })
+        .collect();
+    let args = [
+        "--rxq=2".to_string(),
+        "--txq=2".into(),
+        "--nb-cores=1".into(),
+        "--forward-mode=mac".into(),
+        format!("--eth-peer=0,{MAC2}"),
+        format!("--eth-peer=1,{MAC1}"),
+    ];
+    let mut tp = Testpmd::start(q.dir.path(), &ports, &args)?;
     // In client mode quiverd connects only once testpmd has created its sockets.
     let deadline = Instant::now() + STARTUP;
     loop {
@@ -301,8 +158,8 @@ fn exchange(row: Row, mode: QuiverdMode) -> Result<()> {
     Ok(())
 }
 
-fn server_row(queue_size: u16, mrg_rxbuf: u8, in_order: u8) -> Result<()> {
-    if skip() {
+fn server_row(queue_size: u16, mrg_rxbuf: bool, in_order: bool) -> Result<()> {
+    if !testpmd::available()? {
         return Ok(());
     }
     exchange(
@@ -317,70 +174,55 @@ fn server_row(queue_size: u16, mrg_rxbuf: u8, in_order: u8) -> Result<()> {
 
 #[test]
 fn server_q256_plain() -> Result<()> {
-    server_row(256, 0, 0)
+    server_row(256, false, false)
 }
 
 #[test]
 fn server_q256_mergeable() -> Result<()> {
-    server_row(256, 1, 0)
+    server_row(256, true, false)
 }
 
 #[test]
 fn server_q256_in_order() -> Result<()> {
-    server_row(256, 0, 1)
+    server_row(256, false, true)
 }
 
 #[test]
 fn server_q256_mergeable_in_order() -> Result<()> {
-    server_row(256, 1, 1)
+    server_row(256, true, true)
 }
 
 #[test]
 fn server_q1024_plain() -> Result<()> {
-    server_row(1024, 0, 0)
+    server_row(1024, false, false)
 }
 
 #[test]
 fn server_q1024_mergeable() -> Result<()> {
-    server_row(1024, 1, 0)
+    server_row(1024, true, false)
 }
 
 #[test]
 fn server_q1024_in_order() -> Result<()> {
-    server_row(1024, 0, 1)
+    server_row(1024, false, true)
 }
 
 #[test]
 fn server_q1024_mergeable_in_order() -> Result<()> {
-    server_row(1024, 1, 1)
+    server_row(1024, true, true)
 }
 
 #[test]
 fn client_mode_against_a_listening_testpmd() -> Result<()> {
-    if skip() {
+    if !testpmd::available()? {
         return Ok(());
     }
     exchange(
         Row {
             queue_size: 1024,
-            mrg_rxbuf: 1,
-            in_order: 0,
+            mrg_rxbuf: true,
+            in_order: false,
         },
         QuiverdMode::Client,
     )
-}
-
-#[test]
-fn parses_forward_statistics() {
-    let text = "\
-  ---------------------- Forward statistics for port 0  ----------------------
-  RX-packets: 194784         RX-dropped: 0             RX-total: 194784
-  TX-packets: 181632         TX-dropped: 0             TX-total: 181632
-
-  ---------------------- Forward statistics for port 1  ----------------------
-  RX-packets: 181568         RX-dropped: 0             RX-total: 181568
-  +++++++++++++++ Accumulated forward statistics for all ports+++++++++++++++
-  RX-packets: 376352         RX-dropped: 0             RX-total: 376352
-";
-    assert_eq!(forward_rx_packets(text), vec![(0, 194_784), (1, 181_568)]);
 }
