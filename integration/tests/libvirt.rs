@@ -180,19 +180,29 @@ fn group_name(gid: u32) -> String {
         .unwrap_or_else(|| gid.to_string())
 }
 
-/// A directory only root and group `gid` can enter (0750), for everything QEMU opens.
-/// Every ancestor must let others through, or QEMU could not reach it.
+/// Whether others (libvirt's QEMU user) can traverse `dir` and every directory above.
+fn traversable(dir: &Path) -> bool {
+    dir.ancestors().all(|a| {
+        std::fs::metadata(a).is_ok_and(|m| m.is_dir() && m.permissions().mode() & 0o001 != 0)
+    })
+}
+
+/// A directory only root and group `gid` can enter (0750), for everything QEMU opens,
+/// in the temporary directory if QEMU's user can get there (TMPDIR may be a private
+/// 0700 directory), else in /tmp.
 fn libvirt_dir(gid: u32) -> Result<TempDir> {
-    let dir = TempDir::new("libvirt")?;
-    for a in dir.path().ancestors().skip(1) {
-        let mode = std::fs::metadata(a)?.permissions().mode();
-        ensure!(
-            mode & 0o001 != 0,
-            "{} (mode {mode:04o}) cannot be traversed by libvirt's QEMU user; \
-             point TMPDIR at a directory that can",
-            a.display()
-        );
-    }
+    let base = [std::env::temp_dir(), PathBuf::from("/tmp")]
+        .into_iter()
+        .find(|b| traversable(b))
+        .with_context(|| {
+            format!(
+                "neither {} nor /tmp can be traversed by libvirt's QEMU user",
+                std::env::temp_dir().display()
+            )
+        })?;
+    let path = base.join(format!("quiver-libvirt-{}", quiver_integration::unique()));
+    std::fs::create_dir(&path).with_context(|| format!("creating {}", path.display()))?;
+    let dir = TempDir(path);
     std::os::unix::fs::chown(dir.path(), None, Some(gid))
         .with_context(|| format!("chgrp {gid} {}", dir.path().display()))?;
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o750))?;
