@@ -9,6 +9,14 @@
 //! early SET_VRING_ENABLE: it answers it itself, remembers the ring's state, and
 //! replays it right after SET_FEATURES has acked the bit (QEMU does not send it again).
 //!
+//! QEMU before 8.1 also sends ADD_MEM_REG (VHOST_USER_PROTOCOL_F_CONFIGURE_MEM_SLOTS)
+//! once per vhost device, and a multiqueue NIC is one vhost device per queue pair on
+//! the same connection: the back-end would get the same region N times and refuse the
+//! second as overlapping, dropping the connection. Newer QEMU sends it for the first
+//! pair only, as it always did for SET_MEM_TABLE ("one-time requests"). The relay
+//! therefore counts identical regions: the first ADD_MEM_REG of a region and the last
+//! REM_MEM_REG are forwarded, the others answered by the relay itself.
+//!
 //! Only control messages cross the relay: kick/call eventfds and guest memory go
 //! straight to the back-end, so the data path is not touched.
 
@@ -26,7 +34,10 @@ const MAX_PAYLOAD: usize = 64 * 1024;
 const MAX_FDS: usize = 32;
 
 const SET_FEATURES: u32 = 2;
+const SET_MEM_TABLE: u32 = 5;
 const SET_VRING_ENABLE: u32 = 18;
+const ADD_MEM_REG: u32 = 37;
+const REM_MEM_REG: u32 = 38;
 const VHOST_USER_F_PROTOCOL_FEATURES: u64 = 1 << 30;
 const FLAG_VERSION_1: u32 = 0x1;
 const FLAG_REPLY: u32 = 0x4;
@@ -147,6 +158,55 @@ fn ack(request: u32) -> Message {
     }
 }
 
+/// A memory region as ADD_MEM_REG / REM_MEM_REG carry it (`VhostUserMemRegMsg`: 8 bytes
+/// of padding, then guest address, size, front-end address and mmap offset).
+type RegionKey = [u8; 32];
+
+fn region_key(payload: &[u8]) -> Option<RegionKey> {
+    payload.get(8..40)?.try_into().ok()
+}
+
+/// How many vhost devices of the connection have added each region.
+#[derive(Default)]
+struct Regions(std::collections::HashMap<RegionKey, u32>);
+
+impl Regions {
+    /// Whether `msg` goes on to the back-end (otherwise the relay answers it).
+    fn forward(&mut self, msg: &Message) -> bool {
+        match msg.request() {
+            SET_MEM_TABLE => {
+                self.0.clear();
+                true
+            }
+            ADD_MEM_REG => {
+                let Some(key) = region_key(&msg.payload) else {
+                    return true; // malformed: the back-end refuses it
+                };
+                let n = self.0.entry(key).or_insert(0);
+                *n += 1;
+                *n == 1
+            }
+            REM_MEM_REG => {
+                let Some(key) = region_key(&msg.payload) else {
+                    return true;
+                };
+                match self.0.get_mut(&key) {
+                    Some(n) if *n > 1 => {
+                        *n -= 1;
+                        false
+                    }
+                    Some(_) => {
+                        self.0.remove(&key);
+                        true
+                    }
+                    None => true, // unknown: the back-end decides
+                }
+            }
+            _ => true,
+        }
+    }
+}
+
 /// Starts relaying between `frontend` and `backend` on a thread of its own; it ends
 /// when either side closes, shutting the other down.
 pub fn spawn(name: &str, frontend: UnixStream, backend: UnixStream) -> io::Result<JoinHandle<()>> {
@@ -168,6 +228,7 @@ pub fn spawn(name: &str, frontend: UnixStream, backend: UnixStream) -> io::Resul
         .name(format!("vu-req-{name}"))
         .spawn(move || {
             let mut protocol_features_acked = false;
+            let mut regions = Regions::default();
             // Early SET_VRING_ENABLE states, by ring index, to replay after SET_FEATURES.
             let mut early: std::collections::BTreeMap<u32, u32> = std::collections::BTreeMap::new();
             loop {
@@ -192,6 +253,15 @@ pub fn spawn(name: &str, frontend: UnixStream, backend: UnixStream) -> io::Resul
                         );
                         early.insert(index, num);
                     }
+                    if msg.flags() & FLAG_NEED_REPLY != 0
+                        && write_message(&frontend, &ack(request)).is_err()
+                    {
+                        break;
+                    }
+                    continue;
+                }
+                if !regions.forward(&msg) {
+                    log::debug!("{label}: request {request} for a region already known, answered by the relay");
                     if msg.flags() & FLAG_NEED_REPLY != 0
                         && write_message(&frontend, &ack(request)).is_err()
                     {
@@ -226,6 +296,44 @@ pub fn spawn(name: &str, frontend: UnixStream, backend: UnixStream) -> io::Resul
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn region_msg(request: u32, gpa: u64) -> Message {
+        let mut payload = vec![0u8; 8];
+        for v in [gpa, 0x1000_0000, 0x7f00_0000_0000 + gpa, 0] {
+            payload.extend_from_slice(&v.to_le_bytes());
+        }
+        let mut hdr = [0u8; HDR_LEN];
+        hdr[0..4].copy_from_slice(&request.to_le_bytes());
+        Message {
+            hdr,
+            payload,
+            fds: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_region_added_by_every_queue_pair_reaches_the_backend_once() {
+        let mut r = Regions::default();
+        // Four vhost devices (QEMU 7.2, queues=4) add the same two regions.
+        let adds: Vec<bool> = (0..4)
+            .flat_map(|_| [0u64, 0x1_0000_0000])
+            .map(|gpa| r.forward(&region_msg(ADD_MEM_REG, gpa)))
+            .collect();
+        assert_eq!(adds, [true, true, false, false, false, false, false, false]);
+        // Removed by all four: only the last removal goes through.
+        let rems: Vec<bool> = (0..4)
+            .map(|_| r.forward(&region_msg(REM_MEM_REG, 0)))
+            .collect();
+        assert_eq!(rems, [false, false, false, true]);
+        // A fresh table forgets the counts; truncated payloads are left to the back-end.
+        assert!(r.forward(&region_msg(SET_MEM_TABLE, 0)));
+        assert!(r.forward(&region_msg(ADD_MEM_REG, 0x1_0000_0000)));
+        let mut short = region_msg(ADD_MEM_REG, 0);
+        short.payload.truncate(20);
+        assert!(r.forward(&short));
+        assert!(r.forward(&short));
+        assert!(r.forward(&region_msg(REM_MEM_REG, 0x2_0000_0000)));
+    }
 
     fn msg(request: u32, flags: u32, payload: &[u8]) -> Vec<u8> {
         let mut v = Vec::new();
