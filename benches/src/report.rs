@@ -83,7 +83,7 @@ pub fn table(groups: &[Group<'_>]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<9} {:>5} {:<8} {:>4}  {:<24} {:<24} {:>5} {:>6} {:>6} {:>8} {:>11}",
+        "{:<9} {:>5} {:<8} {:>4}  {:<24} {:<24} {:>5} {:>6} {:>6} {:>8} {:>8} {:>11} {:>6} {:>5}",
         "test",
         "size",
         "backend",
@@ -93,8 +93,11 @@ pub fn table(groups: &[Group<'_>]) -> String {
         "CPU%",
         "bOth%",
         "gOth%",
-        "genfull%",
-        "drops/s"
+        "txfull%",
+        "rxfull%",
+        "drops/s",
+        "bound",
+        "noisy"
     );
     for g in groups {
         for (name, v) in [("quiverd", &g.quiverd), ("anchor", &g.anchor)] {
@@ -103,7 +106,7 @@ pub fn table(groups: &[Group<'_>]) -> String {
             let opt = |x: Option<f64>, p: usize| x.map_or("-".into(), |x| format!("{x:.p$}"));
             let _ = writeln!(
                 out,
-                "{:<9} {:>5} {:<8} {:>4}  {:<24} {:<24} {:>5} {:>6} {:>6} {:>8} {:>11}",
+                "{:<9} {:>5} {:<8} {:>4}  {:<24} {:<24} {:>5} {:>6} {:>6} {:>8} {:>8} {:>11} {:>6} {:>5}",
                 g.test.name(),
                 g.size,
                 name,
@@ -114,7 +117,10 @@ pub fn table(groups: &[Group<'_>]) -> String {
                 opt(med(v, |s| s.backend_cpu_other), 0),
                 opt(med(v, |s| s.generator_cpu_other), 0),
                 opt(med(v, Sample::gen_tx_full_pct), 1),
+                opt(med(v, |s| s.gen_rx_full_pct), 1),
                 opt(med(v, |s| s.backend_drops as f64 / s.secs), 0),
+                format!("{}/{}", v.iter().filter(|s| s.backend_bound()).count(), v.len()),
+                format!("{}/{}", v.iter().filter(|s| s.noisy()).count(), v.len()),
             );
         }
         let list: Vec<String> = g.ratios.iter().map(|r| format!("{r:.2}")).collect();
@@ -133,12 +139,12 @@ pub fn table(groups: &[Group<'_>]) -> String {
 /// Every sample, one line each.
 pub fn samples_tsv(samples: &[Sample]) -> String {
     let mut out = String::from(
-        "test\tsize\tbackend\trun\tsecs\tframes\tbytes\tmpps\tgbps\tbackend_cpu_pct\tbackend_cpu_other_pct\tgenerator_cpu_other_pct\tsent\tgen_tx\tgen_tx_full\tgen_tx_full_pct\tbackend_drops\n",
+        "test\tsize\tbackend\trun\tsecs\tframes\tbytes\tmpps\tgbps\tbackend_cpu_pct\tbackend_cpu_other_pct\tgenerator_cpu_other_pct\tsent\tgen_tx\tgen_tx_full\tgen_tx_full_pct\tbackend_drops\tgen_rx_full_bursts_pct\tgen_rx_empty_polls_pct\tbackend_bound\tnoisy\n",
     );
     for s in samples {
         let _ = writeln!(
             out,
-            "{}\t{}\t{}\t{}\t{:.3}\t{}\t{}\t{:.4}\t{:.4}\t{:.1}\t{:.1}\t{:.1}\t{}\t{}\t{}\t{:.2}\t{}",
+            "{}\t{}\t{}\t{}\t{:.3}\t{}\t{}\t{:.4}\t{:.4}\t{:.1}\t{:.1}\t{:.1}\t{}\t{}\t{}\t{:.2}\t{}\t{:.1}\t{:.1}\t{}\t{}",
             s.test.name(),
             s.size,
             s.backend.name(),
@@ -155,7 +161,11 @@ pub fn samples_tsv(samples: &[Sample]) -> String {
             s.gen_tx,
             s.gen_tx_full,
             s.gen_tx_full_pct(),
-            s.backend_drops
+            s.backend_drops,
+            s.gen_rx_full_pct,
+            s.gen_rx_empty_pct,
+            s.backend_bound(),
+            s.noisy()
         );
     }
     out
@@ -265,6 +275,8 @@ mod tests {
             gen_tx: 10,
             gen_tx_full: 30,
             backend_drops: 0,
+            gen_rx_full_pct: 0.0,
+            gen_rx_empty_pct: 90.0,
         }
     }
 

@@ -102,6 +102,10 @@ pub struct Sample {
     /// Frames the backend dropped (all drop counters; for the anchor TX-dropped and
     /// RX-missed).
     pub backend_drops: u64,
+    /// Generator RX polls in the window that found a full burst waiting (it is behind:
+    /// the generator limits the rate) or nothing (it waits for the backend), %.
+    pub gen_rx_full_pct: f64,
+    pub gen_rx_empty_pct: f64,
 }
 
 impl Sample {
@@ -114,6 +118,27 @@ impl Sample {
     }
 
     /// Share of the generator's TX attempts refused because the ring was full, %.
+    /// Whether this window shows the backend as the bottleneck:
+    /// - guest-tx: the generator's TX ring was full for ≥ 1 % of its attempts;
+    /// - vm2vm, guest-rx: the generator's RX polls found a full burst waiting less than
+    ///   half of the time (so frames did not pile up at the generator), and (guest-rx)
+    ///   the backend found the guests' rings full for < 1 % of what it delivered.
+    pub fn backend_bound(&self) -> bool {
+        match self.test {
+            Test::GuestTx => self.gen_tx_full_pct() >= 1.0,
+            Test::Vm2vm => self.gen_rx_full_pct < 50.0,
+            Test::GuestRx => {
+                self.gen_rx_full_pct < 50.0
+                    && (self.backend_drops as f64) < 0.01 * self.frames as f64
+            }
+        }
+    }
+
+    /// Other work took > 10 % of the backend's or the generator's CPU in the window.
+    pub fn noisy(&self) -> bool {
+        self.backend_cpu_other > 10.0 || self.generator_cpu_other > 10.0
+    }
+
     pub fn gen_tx_full_pct(&self) -> f64 {
         let attempts = self.gen_tx + self.gen_tx_full;
         if attempts == 0 {
@@ -183,6 +208,7 @@ fn generator_spec(env: &Env, test: Test, size: usize, socks: &[PathBuf; 2], tag:
         mode: mode.into(),
         peers: peers.to_vec(),
         txpkts: size,
+        burst_stats: true,
         log: env.log_dir.join(format!("{tag}-generator.log")),
     }
 }
@@ -208,6 +234,7 @@ fn anchor_spec(env: &Env, test: Test, size: usize, socks: &[PathBuf; 2], tag: &s
         // With the default paired topology a txonly stream sends on port N to peer N.
         peers: vec![format!("0,{MAC1}"), format!("1,{MAC2}")],
         txpkts: size,
+        burst_stats: false,
         log: env.log_dir.join(format!("{tag}-anchor.log")),
     }
 }
@@ -337,7 +364,10 @@ pub fn measure(env: &Env, test: Test, size: usize, backend: Backend, run: usize)
         _ => gen.command("start")?,
     }
     std::thread::sleep(env.warmup);
-    let a = snapshot(env, &mut gen, &mut running)?;
+    let mut a = snapshot(env, &mut gen, &mut running)?;
+    // The generator's forward statistics (and RX burst sizes) restart with the window.
+    gen.clear_fwd_stats()?;
+    a.gen_fwd = vec![FwdStats::default(); a.gen_fwd.len()];
     std::thread::sleep(env.window);
     let b = snapshot(env, &mut gen, &mut running)?;
     gen.quit();
@@ -398,6 +428,18 @@ fn sample(
         Backend::Quiverd => q(|c| c.drops),
         Backend::Anchor => an(&|p, fw| sum(fw, |s| s.tx_dropped) + sum(p, |s| s.rx_missed)),
     };
+    let polls = sum(&b.gen_fwd, |f| f.rx_bursts);
+    let weighted = |f: fn(&FwdStats) -> f64| {
+        if polls == 0 {
+            0.0
+        } else {
+            b.gen_fwd
+                .iter()
+                .map(|s| f(s) * s.rx_bursts as f64)
+                .sum::<f64>()
+                / polls as f64
+        }
+    };
     let secs = b.at.duration_since(a.at).as_secs_f64();
     if secs <= 0.0 {
         bail!("empty window");
@@ -421,6 +463,8 @@ fn sample(
         gen_tx,
         gen_tx_full,
         backend_drops,
+        gen_rx_full_pct: weighted(|f| f.rx_full_pct),
+        gen_rx_empty_pct: weighted(|f| f.rx_empty_pct),
     })
 }
 

@@ -30,6 +30,8 @@ pub struct Spec {
     pub peers: Vec<String>,
     /// `--txpkts`.
     pub txpkts: usize,
+    /// `--record-burst-stats`: RX burst sizes in the forward statistics.
+    pub burst_stats: bool,
     pub log: PathBuf,
 }
 
@@ -46,12 +48,17 @@ pub struct PortStats {
 
 /// Forwarding counters of one port (`show fwd stats all`): TX-dropped counts frames the
 /// forwarding engine could not put on the port's TX ring (it was full).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct FwdStats {
     pub rx_packets: u64,
     pub rx_dropped: u64,
     pub tx_packets: u64,
     pub tx_dropped: u64,
+    /// With `--record-burst-stats`: RX polls, and the % of them that returned a full
+    /// burst (32 frames: more were waiting) or nothing.
+    pub rx_bursts: u64,
+    pub rx_full_pct: f64,
+    pub rx_empty_pct: f64,
 }
 
 pub struct Testpmd {
@@ -85,6 +92,9 @@ impl Testpmd {
             .arg(format!("--txpkts={}", spec.txpkts));
         for p in &spec.peers {
             cmd.arg(format!("--eth-peer={p}"));
+        }
+        if spec.burst_stats {
+            cmd.arg("--record-burst-stats");
         }
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -217,6 +227,11 @@ impl Testpmd {
         Ok(parse_fwd_stats(&text))
     }
 
+    /// `clear fwd stats all`: forward statistics (and burst statistics) restart at 0.
+    pub fn clear_fwd_stats(&mut self) -> Result<()> {
+        self.command("clear fwd stats all")
+    }
+
     /// `stop`, `quit`, and waits for the exit (killed after a grace period).
     pub fn quit(&mut self) {
         let _ = self.command("stop");
@@ -299,14 +314,44 @@ pub fn parse_port_stats(text: &str) -> Vec<PortStats> {
         .collect()
 }
 
+/// `RX-bursts : 12323058 [99% of 0 pkts + 1% of 32 pkts]` → (polls, % full, % empty).
+fn parse_bursts(block: &[&str]) -> (u64, f64, f64) {
+    let Some(line) = block.iter().find(|l| l.contains("RX-bursts :")) else {
+        return (0, 0.0, 0.0);
+    };
+    let total = value_after(line, "RX-bursts :").unwrap_or(0);
+    let (mut full, mut empty) = (0.0, 0.0);
+    let inner = line.split('[').nth(1).and_then(|r| r.split(']').next());
+    for part in inner.unwrap_or("").split(" + ") {
+        let Some((pct, what)) = part.trim().split_once("% of ") else {
+            continue;
+        };
+        let Ok(pct) = pct.trim().parse::<f64>() else {
+            continue;
+        };
+        match what.trim() {
+            "32 pkts" => full += pct,
+            "0 pkts" => empty += pct,
+            _ => {}
+        }
+    }
+    (total, full, empty)
+}
+
 pub fn parse_fwd_stats(text: &str) -> Vec<FwdStats> {
     blocks(text, "Forward statistics for port")
         .iter()
-        .map(|b| FwdStats {
-            rx_packets: find(b, "RX-packets:"),
-            rx_dropped: find(b, "RX-dropped:"),
-            tx_packets: find(b, "TX-packets:"),
-            tx_dropped: find(b, "TX-dropped:"),
+        .map(|b| {
+            let (rx_bursts, rx_full_pct, rx_empty_pct) = parse_bursts(b);
+            FwdStats {
+                rx_packets: find(b, "RX-packets:"),
+                rx_dropped: find(b, "RX-dropped:"),
+                tx_packets: find(b, "TX-packets:"),
+                tx_dropped: find(b, "TX-dropped:"),
+                rx_bursts,
+                rx_full_pct,
+                rx_empty_pct,
+            }
         })
         .collect()
 }
@@ -348,6 +393,7 @@ mod tests {
   ---------------------- Forward statistics for port 1  ----------------------
   RX-packets: 5              RX-dropped: 3             RX-total: 8
   TX-packets: 1024           TX-dropped: 9             TX-total: 1033
+  RX-bursts : 12323058 [70% of 0 pkts + 25% of 32 pkts + 5% of other]
   ----------------------------------------------------------------------------
 
   +++++++++++++++ Accumulated forward statistics for all ports+++++++++++++++
@@ -394,7 +440,10 @@ mod tests {
                 rx_packets: 5,
                 rx_dropped: 3,
                 tx_packets: 1024,
-                tx_dropped: 9
+                tx_dropped: 9,
+                rx_bursts: 12_323_058,
+                rx_full_pct: 25.0,
+                rx_empty_pct: 70.0,
             }
         );
     }
