@@ -4,16 +4,17 @@
 //! It writes a quiverd configuration with N VNICs (vm0 … vm{N-1}) in a private temp
 //! directory, starts quiverd (the release build next to this binary by default), and
 //! plays every VM with a testdriver front-end from this one process (one thread; an
-//! idle guest costs a memfd, a socket and four eventfds here, no thread). It measures,
-//! from /proc/PID/{status,stat,fd} of quiverd:
+//! idle guest costs a memfd, a socket and four eventfds here, no thread). From
+//! /proc/PID/{status,stat,fd,task} of quiverd it reports:
 //!
-//! 1. RSS, threads and fds with no front-end connected;
-//! 2. the VM↔VM rate vm0 → vm1 with only those two connected (64 B frames, windows
-//!    of `--window` frames: send the window, receive it all, repeat for `--rate-secs`;
-//!    `--runs` times after a 1 s warm-up), and quiverd's CPU per delivered frame;
-//! 3. RSS, threads and fds with all N connected → RSS per VNIC;
-//! 4. quiverd's CPU over `--idle-secs` with all N connected and idle;
-//! 5. the same vm0 → vm1 rate with the N-2 others connected and idle.
+//! - RSS (VmRSS, RssAnon, RssShmem), threads and fds with no front-end, with vm0 and
+//!   vm1, with all N connected (→ cost per idle connected VNIC), and after the others
+//!   disconnected again (→ what a connection leaves behind); open fds by kind;
+//! - quiverd's CPU over `--idle-secs` with all N connected and idle, per thread group;
+//! - the VM↔VM rate vm0 → vm1 (64 B frames in windows of `--window`: send the window,
+//!   receive all of it, repeat for `--rate-secs`), and quiverd's CPU per delivered
+//!   frame, alternately with only vm0 and vm1 connected and with the N-2 others
+//!   connected and idle, `--runs` times each (after a 1 s warm-up).
 //!
 //! Then it prints a table and exits (quiverd is stopped, the directory removed).
 //!
@@ -28,6 +29,7 @@
 //! driver copies every frame through a Vec), so it is a comparison between the two
 //! phases on the same machine, not quiverd's maximum: that is benches/' job.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
@@ -66,6 +68,9 @@ struct Args {
     /// Guest memory of each idle front-end, MiB (vm0 and vm1 get 16).
     #[arg(long, default_value_t = 4)]
     idle_mem_mib: usize,
+    /// Run quiverd without --stats-file (it rewrites the whole file every second).
+    #[arg(long)]
+    no_stats_file: bool,
     /// The quiverd binary (default: `quiverd` next to this binary, else
     /// target/release/quiverd).
     #[arg(long, value_name = "PATH")]
@@ -83,6 +88,7 @@ struct Config {
     window: u32,
     queue_size: u16,
     idle_mem: usize,
+    stats_file: bool,
     quiverd: PathBuf,
 }
 
@@ -142,6 +148,7 @@ impl TryFrom<Args> for Config {
             window: a.window,
             queue_size: a.queue_size,
             idle_mem: a.idle_mem_mib << 20,
+            stats_file: !a.no_stats_file,
             quiverd,
         })
     }
@@ -225,7 +232,13 @@ struct Daemon {
 }
 
 impl Daemon {
-    fn start(bin: &Path, dir: &Path, config: &str, sockets: u32) -> Result<Daemon> {
+    fn start(
+        bin: &Path,
+        dir: &Path,
+        config: &str,
+        sockets: u32,
+        stats_file: bool,
+    ) -> Result<Daemon> {
         let cfg = dir.join("quiverd.toml");
         std::fs::write(&cfg, config).with_context(|| format!("writing {}", cfg.display()))?;
         let log = dir.join("quiverd.log");
@@ -233,11 +246,12 @@ impl Daemon {
         let out =
             std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
         let err = out.try_clone().context("duplicating the log fd")?;
-        let child = Command::new(bin)
-            .arg("--config")
-            .arg(&cfg)
-            .arg("--stats-file")
-            .arg(&stats)
+        let mut cmd = Command::new(bin);
+        cmd.arg("--config").arg(&cfg);
+        if stats_file {
+            cmd.arg("--stats-file").arg(&stats);
+        }
+        let child = cmd
             .arg("--log-level")
             .arg("warn")
             .stdin(Stdio::null())
@@ -248,8 +262,11 @@ impl Daemon {
         let pid = child.id();
         let mut d = Daemon { child, pid, log };
         let deadline = Instant::now() + Duration::from_secs(60);
-        let all_bound =
-            || stats.exists() && (0..sockets).all(|i| dir.join(format!("vm{i}.sock")).exists());
+        // The stats file is first written once quiverd is fully up.
+        let all_bound = || {
+            (!stats_file || stats.exists())
+                && (0..sockets).all(|i| dir.join(format!("vm{i}.sock")).exists())
+        };
         while !all_bound() {
             if let Some(status) = d.child.try_wait().context("waiting for quiverd")? {
                 bail!("quiverd exited with {status}:\n{}", d.log_tail(20));
@@ -350,10 +367,9 @@ fn snapshot(pid: u32) -> Result<Snapshot> {
     })
 }
 
-/// utime + stime of `pid`, in clock ticks.
-fn cpu_ticks(pid: u32) -> Result<u64> {
-    let path = format!("/proc/{pid}/stat");
-    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+/// utime + stime from a /proc/…/stat file, in clock ticks.
+fn cpu_ticks(path: &str) -> Result<u64> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
     // proc(5): fields after the parenthesised comm, which may itself contain spaces;
     // field 3 (state) is index 0 here, utime (14) index 11, stime (15) index 12.
     let rest = text
@@ -369,6 +385,63 @@ fn cpu_ticks(pid: u32) -> Result<u64> {
     Ok(num(11)? + num(12)?)
 }
 
+/// quiverd's threads grouped by name with the VNIC number cut off ("vnic-vm12" →
+/// "vnic-vm*"): group → (threads, utime + stime ticks).
+fn thread_groups(pid: u32) -> Result<BTreeMap<String, (u64, u64)>> {
+    let dir = format!("/proc/{pid}/task");
+    let mut groups = BTreeMap::new();
+    for entry in std::fs::read_dir(&dir).with_context(|| format!("listing {dir}"))? {
+        let Ok(entry) = entry else { continue };
+        // A thread may exit between the listing and the reads: skip it.
+        let Ok(comm) = std::fs::read_to_string(entry.path().join("comm")) else {
+            continue;
+        };
+        let stat = entry.path().join("stat");
+        let Ok(ticks) = cpu_ticks(&stat.to_string_lossy()) else {
+            continue;
+        };
+        let comm = comm.trim();
+        let stem = comm.trim_end_matches(|c: char| c.is_ascii_digit());
+        let name = if stem.len() < comm.len() {
+            format!("{stem}*")
+        } else {
+            comm.to_string()
+        };
+        let g = groups.entry(name).or_insert((0, 0));
+        g.0 += 1;
+        g.1 += ticks;
+    }
+    Ok(groups)
+}
+
+/// quiverd's open fds by kind ("socket", "anon_inode:[eventfd]", "/memfd:…", …).
+fn fd_kinds(pid: u32) -> Result<BTreeMap<String, u64>> {
+    let dir = format!("/proc/{pid}/fd");
+    let mut kinds = BTreeMap::new();
+    for entry in std::fs::read_dir(&dir).with_context(|| format!("listing {dir}"))? {
+        let Ok(entry) = entry else { continue };
+        let Ok(target) = std::fs::read_link(entry.path()) else {
+            continue;
+        };
+        let t = target.to_string_lossy();
+        // "socket:[1234]" → "socket"; "anon_inode:[eventfd]" stays;
+        // "/memfd:quiver-guest (deleted)" → "/memfd:quiver-guest".
+        let kind = match t.split_once(":[") {
+            Some((k, inode)) if inode.starts_with(|c: char| c.is_ascii_digit()) => k.to_string(),
+            _ => t.trim_end_matches(" (deleted)").to_string(),
+        };
+        *kinds.entry(kind).or_insert(0) += 1;
+    }
+    Ok(kinds)
+}
+
+fn fmt_kinds(k: &BTreeMap<String, u64>) -> String {
+    k.iter()
+        .map(|(kind, n)| format!("{kind} {n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn clock_ticks_per_sec() -> f64 {
     // SAFETY: sysconf only reads a constant of the running system; no memory is passed.
     let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
@@ -381,11 +454,12 @@ fn clock_ticks_per_sec() -> f64 {
 
 /// quiverd's CPU seconds while `f` runs, and the wall-clock seconds.
 fn cpu_during<T>(pid: u32, f: impl FnOnce() -> Result<T>) -> Result<(T, f64, f64)> {
-    let t0 = cpu_ticks(pid)?;
+    let stat = format!("/proc/{pid}/stat");
+    let t0 = cpu_ticks(&stat)?;
     let start = Instant::now();
     let out = f()?;
     let wall = start.elapsed().as_secs_f64();
-    let t1 = cpu_ticks(pid)?;
+    let t1 = cpu_ticks(&stat)?;
     let cpu = (t1.saturating_sub(t0)) as f64 / clock_ticks_per_sec();
     Ok((out, cpu, wall))
 }
@@ -485,14 +559,20 @@ impl Run {
     }
 }
 
-fn rate_runs(d: &Daemon, g0: &mut Guest, g1: &mut Guest, cfg: &Config) -> Result<Vec<Run>> {
-    rate(g0, g1, cfg, Duration::from_secs(1))?;
-    let mut runs = Vec::new();
-    for _ in 0..cfg.runs {
-        let (rate, cpu_secs, _) = cpu_during(d.pid, || rate(g0, g1, cfg, cfg.rate))?;
-        runs.push(Run { rate, cpu_secs });
+fn measure(d: &mut Daemon, g0: &mut Guest, g1: &mut Guest, cfg: &Config) -> Result<Run> {
+    let (rate, cpu_secs, _) = cpu_during(d.pid, || rate(g0, g1, cfg, cfg.rate))?;
+    d.alive()?;
+    Ok(Run { rate, cpu_secs })
+}
+
+/// Front-ends for vm2 … vm{N-1}; the time it took.
+fn connect_idle(dir: &Path, cfg: &Config) -> Result<(Vec<Guest>, f64)> {
+    let t = Instant::now();
+    let mut idle = Vec::with_capacity(cfg.vnics as usize);
+    for i in 2..cfg.vnics {
+        idle.push(connect(dir, i, cfg.idle_mem, cfg.queue_size)?);
     }
-    Ok(runs)
+    Ok((idle, t.elapsed().as_secs_f64()))
 }
 
 /// (min, median, max) of `v`.
@@ -523,6 +603,7 @@ fn run(cfg: &Config) -> Result<()> {
         &dir.0,
         &quiverd_config(&dir.0, n, cfg.queue_size),
         n,
+        cfg.stats_file,
     )?;
     // Let start-up settle (first stats write, thread creation).
     std::thread::sleep(Duration::from_millis(500));
@@ -532,40 +613,63 @@ fn run(cfg: &Config) -> Result<()> {
     let mut g1 = connect(&dir.0, 1, 16 << 20, cfg.queue_size)?;
     std::thread::sleep(Duration::from_millis(200));
     let s2 = snapshot(d.pid)?;
-    eprintln!("quiver-scale: vm0 → vm1 with 2 connected ...");
-    let runs2 = rate_runs(&d, &mut g0, &mut g1, cfg)?;
-    d.alive()?;
-    let s2b = snapshot(d.pid)?;
-
-    eprintln!("quiver-scale: connecting {} more front-ends ...", n - 2);
-    let t = Instant::now();
-    let mut idle = Vec::with_capacity(n as usize);
-    for i in 2..n {
-        idle.push(connect(&dir.0, i, cfg.idle_mem, cfg.queue_size)?);
+    rate(&mut g0, &mut g1, cfg, Duration::from_secs(1))?;
+    // Alternate 2 / N connected so that drift on the machine hits both alike.
+    let (mut runs2, mut runs_n) = (Vec::new(), Vec::new());
+    let mut first = None;
+    let mut fds_n = BTreeMap::new();
+    let mut fds_2 = BTreeMap::new();
+    for r in 1..=cfg.runs {
+        eprintln!("quiver-scale: run {r}: vm0 → vm1 with 2 connected ...");
+        runs2.push(measure(&mut d, &mut g0, &mut g1, cfg)?);
+        let s2b = snapshot(d.pid)?;
+        if first.is_none() {
+            fds_2 = fd_kinds(d.pid)?;
+        }
+        eprintln!(
+            "quiver-scale: run {r}: connecting {} more front-ends ...",
+            n - 2
+        );
+        let (idle, connect_secs) = connect_idle(&dir.0, cfg)?;
+        std::thread::sleep(Duration::from_millis(500));
+        d.alive()?;
+        if first.is_none() {
+            let sn = snapshot(d.pid)?;
+            fds_n = fd_kinds(d.pid)?;
+            eprintln!(
+                "quiver-scale: idle CPU over {:.0} s ...",
+                cfg.idle.as_secs_f64()
+            );
+            let before = thread_groups(d.pid)?;
+            let ((), idle_cpu, idle_wall) = cpu_during(d.pid, || {
+                std::thread::sleep(cfg.idle);
+                Ok(())
+            })?;
+            let after = thread_groups(d.pid)?;
+            first = Some((s2b, sn, connect_secs, idle_cpu, idle_wall, before, after));
+        }
+        eprintln!("quiver-scale: run {r}: vm0 → vm1 with {n} connected ...");
+        runs_n.push(measure(&mut d, &mut g0, &mut g1, cfg)?);
+        drop(idle);
+        // Let quiverd tear the connections down.
+        std::thread::sleep(Duration::from_millis(500));
     }
-    let connect_secs = t.elapsed().as_secs_f64();
-    std::thread::sleep(Duration::from_millis(500));
-    d.alive()?;
-    let sn = snapshot(d.pid)?;
-
-    eprintln!(
-        "quiver-scale: idle CPU over {:.0} s ...",
-        cfg.idle.as_secs_f64()
-    );
-    let ((), idle_cpu, idle_wall) = cpu_during(d.pid, || {
-        std::thread::sleep(cfg.idle);
-        Ok(())
-    })?;
-
-    eprintln!("quiver-scale: vm0 → vm1 with {n} connected ...");
-    let runs_n = rate_runs(&d, &mut g0, &mut g1, cfg)?;
-    d.alive()?;
+    let s_end = snapshot(d.pid)?;
+    let fds_end = fd_kinds(d.pid)?;
+    let Some((s2b, sn, connect_secs, idle_cpu, idle_wall, before, after)) = first else {
+        bail!("no run was made");
+    };
     let (problems, first_problem) = d.log_problems();
 
     println!();
     println!(
-        "quiverd with {n} VNICs (queue size {}, 1 queue pair each), testdriver front-ends",
-        cfg.queue_size
+        "quiverd with {n} VNICs (queue size {}, 1 queue pair each), testdriver front-ends, {}",
+        cfg.queue_size,
+        if cfg.stats_file {
+            "--stats-file (rewritten every second)"
+        } else {
+            "no stats file"
+        }
     );
     println!(
         "{:<40} {:>10} {:>10} {:>10} {:>8} {:>7}",
@@ -576,6 +680,7 @@ fn run(cfg: &Config) -> Result<()> {
         ("vm0, vm1 connected".to_string(), s2),
         ("vm0, vm1 after traffic".to_string(), s2b),
         (format!("all {n} connected"), sn),
+        (format!("vm2..vm{} disconnected again", n - 1), s_end),
     ] {
         println!(
             "{label:<40} {:>6.1} MiB {:>6.1} MiB {:>6.1} MiB {:>8} {:>7}",
@@ -599,15 +704,32 @@ fn run(cfg: &Config) -> Result<()> {
             per(sn.threads, s2b.threads),
             per(sn.fds, s2b.fds)
         );
+        println!("fds, vm0 and vm1 connected: {}", fmt_kinds(&fds_2));
+        println!("fds, all {n} connected: {}", fmt_kinds(&fds_n));
+        println!(
+            "fds after {} connect/disconnect cycles of vm2..vm{}: {}",
+            cfg.runs,
+            n - 1,
+            fmt_kinds(&fds_end)
+        );
         println!("connecting {} front-ends took {connect_secs:.2} s", n - 2);
     }
     println!(
         "quiverd CPU, all {n} connected and idle, over {idle_wall:.1} s: {:.2} % of one core ({idle_cpu:.2} s)",
         idle_cpu / idle_wall * 100.0
     );
+    println!(
+        "  {:<20} {:>8} {:>12}",
+        "thread group", "threads", "idle CPU %"
+    );
+    for (name, &(count, ticks)) in &after {
+        let t0 = before.get(name).map_or(0, |g| g.1);
+        let pct = ticks.saturating_sub(t0) as f64 / clock_ticks_per_sec() / idle_wall * 100.0;
+        println!("  {name:<20} {count:>8} {pct:>12.2}");
+    }
     println!();
     println!(
-        "vm0 → vm1, {} B frames, windows of {}, {} runs of {:.0} s (after a 1 s warm-up):",
+        "vm0 → vm1, {} B frames, windows of {}, {} runs of {:.0} s each way, alternating (after a 1 s warm-up):",
         cfg.frame_len,
         cfg.window,
         cfg.runs,
@@ -648,7 +770,6 @@ fn run(cfg: &Config) -> Result<()> {
         cn.1 / c2.1
     );
     println!("quiverd log: {problems} WARN/ERROR lines {first_problem}");
-    drop(idle);
     drop(g0);
     drop(g1);
     drop(d);
