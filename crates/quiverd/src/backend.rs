@@ -30,6 +30,12 @@ pub type Mem = GuestMemoryAtomic<GuestMemoryMmap<()>>;
 pub const EV_RX: u16 = 0;
 pub const EV_TX: u16 = 1;
 
+/// Event id of a worker's reclaim deadline timer: vhost-user-backend reserves
+/// 0..=num_queues (queues and its exit event) in every worker's epoll.
+pub fn deadline_event(pairs: u16) -> u16 {
+    2 * pairs + 1
+}
+
 struct Inner {
     vnic: Arc<Vnic>,
     fabric: Arc<Fabric>,
@@ -45,13 +51,38 @@ pub struct NetBackend(Arc<Inner>);
 impl NetBackend {
     pub fn new(vnic: Arc<Vnic>, fabric: Arc<Fabric>) -> Self {
         let pairs = usize::from(vnic.cfg.queue_pairs);
-        let workers = (0..pairs).map(|p| Mutex::new(Worker::new(p))).collect();
+        let policy = vnic.cfg.tx_reclaim;
+        let workers = (0..pairs)
+            .map(|p| Mutex::new(Worker::new(p, policy)))
+            .collect();
         NetBackend(Arc::new(Inner {
             vnic,
             fabric,
             conn: OnceLock::new(),
             workers,
         }))
+    }
+
+    /// Each worker's reclaim deadline timer, by worker (thread) index.
+    pub fn timer_fds(&self) -> Vec<Option<std::os::fd::RawFd>> {
+        self.0
+            .workers
+            .iter()
+            .map(|w| w.lock().unwrap_or_else(PoisonError::into_inner).timer_fd())
+            .collect()
+    }
+
+    pub fn queue_pairs(&self) -> u16 {
+        self.0.vnic.cfg.queue_pairs
+    }
+
+    /// Worker `t` must not defer completions (its timer is not in its epoll).
+    pub fn disable_deferral(&self, t: usize) {
+        if let Some(w) = self.0.workers.get(t) {
+            w.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .drop_timer();
+        }
     }
 
     /// Attaches the connection's data-path handles (once).
@@ -128,9 +159,15 @@ impl VhostUserBackend for NetBackend {
 
     fn stop_vring(&self, queue_index: u32) -> io::Result<()> {
         // GET_VRING_BASE: the worker finishes bursts under the vring lock, so nothing
-        // is half-done here; a ring stopped for corruption gets a fresh start.
+        // is half-done here, but TX completions deferred by the reclaim policy are
+        // published now, before the front-end takes the ring's base. A ring stopped
+        // for corruption gets a fresh start.
         if let Some(conn) = self.0.conn.get() {
-            conn.set_broken(queue_index as usize, false);
+            let q = queue_index as usize;
+            if q % 2 == 1 {
+                crate::worker::flush_tx(&self.0.vnic, conn, q);
+            }
+            conn.set_broken(q, false);
         }
         Ok(())
     }
@@ -161,6 +198,9 @@ impl VhostUserBackend for NetBackend {
                 if let Some(rx) = vrings.get(usize::from(EV_RX)) {
                     worker.quiet_rx(conn, rx);
                 }
+            }
+            e if e == deadline_event(inner.vnic.cfg.queue_pairs) => {
+                worker.deadline(&inner.vnic, conn);
             }
             _ => {}
         }

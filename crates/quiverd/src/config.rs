@@ -6,6 +6,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use quiver_wire::MacAddr;
+
+use crate::reclaim::ReclaimPolicy;
 use serde::Deserialize;
 
 /// A configuration error: `file: field: reason`.
@@ -109,6 +111,7 @@ struct RawVnic {
     mtu: Option<u32>,
     #[serde(default)]
     allow_spoof: bool,
+    tx_reclaim: Option<String>,
 }
 
 /// A validated uplink.
@@ -157,6 +160,8 @@ pub struct VnicConfig {
     pub vlan: Option<u16>,
     pub mtu: u16,
     pub allow_spoof: bool,
+    /// When the guest's transmitted chains are handed back (`reclaim.rs`).
+    pub tx_reclaim: ReclaimPolicy,
 }
 
 impl VnicConfig {
@@ -315,6 +320,15 @@ impl Config {
             if !sockets.insert(v.socket.clone()) {
                 return Err(ctx.err(at("socket"), "used by another VNIC"));
             }
+            let tx_reclaim = match v.tx_reclaim.as_deref() {
+                None => ReclaimPolicy::default(),
+                Some(p) => p.parse().map_err(|_e| {
+                    ctx.err(
+                        at("tx_reclaim"),
+                        format!("{p:?} is not one of \"adaptive\", \"eager\", \"batched\""),
+                    )
+                })?,
+            };
             let mac: MacAddr = v.mac.parse().map_err(|_e| {
                 ctx.err(
                     at("mac"),
@@ -403,6 +417,7 @@ impl Config {
                 vlan,
                 mtu: u16::try_from(mtu).unwrap_or(1500),
                 allow_spoof: v.allow_spoof,
+                tx_reclaim,
             });
         }
         Ok(cfg)
@@ -734,6 +749,21 @@ source_dst = "52:54:00:00:00:01"
         )
         .expect_err("tap with a source field");
         assert!(e.reason.contains("only for kind = \"source\""), "{e}");
+    }
+
+    #[test]
+    fn tx_reclaim_defaults_to_adaptive_and_names_a_bad_value() {
+        let base =
+            "[[vnic]]\nname = \"a\"\nsocket = \"/tmp/a.sock\"\nmac = \"52:54:00:00:00:01\"\n";
+        let cfg = Config::parse("t.toml", base).expect("valid");
+        assert_eq!(cfg.vnics[0].tx_reclaim, ReclaimPolicy::Adaptive);
+        let cfg =
+            Config::parse("t.toml", &format!("{base}tx_reclaim = \"batched\"\n")).expect("valid");
+        assert_eq!(cfg.vnics[0].tx_reclaim, ReclaimPolicy::Batched);
+        let e = Config::parse("t.toml", &format!("{base}tx_reclaim = \"lazy\"\n"))
+            .expect_err("bad policy");
+        assert_eq!(e.field, "vnic[0] (a).tx_reclaim");
+        assert!(e.reason.contains("\"lazy\""), "{e}");
     }
 
     #[test]

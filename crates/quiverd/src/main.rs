@@ -10,6 +10,7 @@ mod fabric;
 mod offload;
 mod proxy;
 mod ratelimit;
+mod reclaim;
 mod session;
 mod sockperm;
 mod stats;

@@ -18,8 +18,9 @@ use std::time::Duration;
 use vhost::vhost_user::Listener;
 use vhost_user_backend::{ShutdownHandle, VhostUserDaemon};
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
+use vmm_sys_util::epoll::EventSet;
 
-use crate::backend::NetBackend;
+use crate::backend::{self, NetBackend};
 use crate::config::{SocketMode, VnicConfig};
 use crate::fabric::Fabric;
 use crate::proxy;
@@ -238,6 +239,22 @@ fn frontend(
     None
 }
 
+/// Puts each worker's reclaim deadline timer into that worker's epoll. A worker whose
+/// timer cannot be registered publishes its completions every burst instead.
+fn register_deadlines(daemon: &VhostUserDaemon<NetBackend>, backend: &NetBackend, name: &str) {
+    let id = u64::from(backend::deadline_event(backend.queue_pairs()));
+    let handlers = daemon.get_epoll_handlers();
+    for (t, fd) in backend.timer_fds().into_iter().enumerate() {
+        let (Some(fd), Some(h)) = (fd, handlers.get(t)) else {
+            continue;
+        };
+        if let Err(e) = h.register_listener(fd, EventSet::IN, id) {
+            log::warn!("{name}: queue pair {t}: reclaim timer not registered: {e}");
+            backend.disable_deferral(t);
+        }
+    }
+}
+
 /// Hands the back-end end of a fresh connection to vhost-user-backend: it only
 /// accepts on a listener or connects to a path, so it gets a private listener of its
 /// own for the moment of the accept.
@@ -281,6 +298,7 @@ fn serve(
             }
         };
         let vrings = vring::take_created();
+        register_deadlines(&daemon, &backend, &name);
         let conn = Arc::new(Conn::new(mem, vrings));
         backend.set_conn(conn.clone());
         let relay = match attach_backend(&mut daemon, &name, attempt)

@@ -25,6 +25,11 @@ pub fn snapshot(d: &Daemon) -> Value {
                 "connects": v.events.connects.load(Ordering::Relaxed),
                 "disconnects": v.events.disconnects.load(Ordering::Relaxed),
                 "ring_errors": v.events.ring_errors.load(Ordering::Relaxed),
+                "tx_reclaim": {
+                    "policy": v.cfg.tx_reclaim.to_string(),
+                    "switches": v.events.reclaim_switches.load(Ordering::Relaxed),
+                    "deadline_flushes": v.events.reclaim_deadline_flushes.load(Ordering::Relaxed),
+                },
                 "total": total,
                 "queues": queues,
             }),

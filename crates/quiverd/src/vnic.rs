@@ -22,6 +22,10 @@ pub struct VnicEvents {
     pub disconnects: AtomicU64,
     /// Rings stopped because the guest corrupted them.
     pub ring_errors: AtomicU64,
+    /// TX reclaim mode changes (eager <-> batched) of the adaptive policy.
+    pub reclaim_switches: AtomicU64,
+    /// Completions published by the reclaim deadline timer rather than a burst.
+    pub reclaim_deadline_flushes: AtomicU64,
 }
 
 pub struct Vnic {

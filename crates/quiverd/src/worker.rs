@@ -5,7 +5,11 @@
 //! RX-ring lock and one used-index publish per destination), then completes all chains
 //! with one used-index publish and at most one call. Because a burst finishes under the
 //! lock, GET_VRING_BASE (which takes it) always sees an exact base.
+//!
+//! When the chains are handed back is the reclaim policy's choice (`reclaim.rs`): after
+//! every burst, or in batches, with a deadline timer that publishes what is left.
 
+use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
 
 use arrayvec::ArrayVec;
@@ -17,11 +21,13 @@ use virtio_bindings::virtio_net::{VIRTIO_NET_F_HOST_TSO4, VIRTIO_NET_F_HOST_TSO6
 use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
 use virtio_queue::QueueT;
 use vm_memory::GuestAddressSpace;
+use vmm_sys_util::timerfd::TimerFd;
 
 use crate::deliver::{self, RxItem};
 use crate::fabric::{Fabric, FabricView};
 use crate::offload;
 use crate::ratelimit::RateLimiter;
+use crate::reclaim::{Reclaim, ReclaimPolicy, DEADLINE};
 use crate::vnic::{Conn, Vnic};
 use crate::vq;
 use crate::vring::Vring;
@@ -47,13 +53,66 @@ struct Pending<'m> {
 pub struct Worker {
     pair: usize,
     log: RateLimiter,
+    reclaim: Reclaim,
+    /// Publishes deferred TX completions at the deadline; without it (timerfd_create
+    /// failed) completions are never deferred.
+    timer: Option<TimerFd>,
+    timer_armed: bool,
 }
 
 impl Worker {
-    pub fn new(pair: usize) -> Self {
+    pub fn new(pair: usize, policy: ReclaimPolicy) -> Self {
+        let timer = match TimerFd::new() {
+            Ok(t) => Some(t),
+            Err(e) => {
+                log::warn!("queue pair {pair}: no reclaim timer ({e}): TX completions are published every burst");
+                None
+            }
+        };
         Worker {
             pair,
             log: RateLimiter::new(Duration::from_secs(5), 10),
+            reclaim: Reclaim::new(policy),
+            timer,
+            timer_armed: false,
+        }
+    }
+
+    /// The deadline timer's fd, for the worker's epoll.
+    pub fn timer_fd(&self) -> Option<RawFd> {
+        self.timer.as_ref().map(AsRawFd::as_raw_fd)
+    }
+
+    /// Gives up the deadline timer: completions are published every burst.
+    pub fn drop_timer(&mut self) {
+        self.timer = None;
+        self.timer_armed = false;
+    }
+
+    /// Arms the deadline for completions just deferred (once: a later burst does not
+    /// push it back).
+    fn arm_deadline(&mut self) -> bool {
+        if self.timer_armed {
+            return true;
+        }
+        let Some(timer) = self.timer.as_mut() else {
+            return false;
+        };
+        self.timer_armed = timer.reset(DEADLINE, None).is_ok();
+        self.timer_armed
+    }
+
+    /// The deadline passed: publish whatever completions are still deferred.
+    pub fn deadline(&mut self, vnic: &Vnic, conn: &Conn) {
+        if let Some(timer) = self.timer.as_mut() {
+            // Readable, so the read does not block; it only clears the expiry.
+            let _ = timer.wait();
+        }
+        self.timer_armed = false;
+        if flush_tx(vnic, conn, 2 * self.pair + 1) {
+            vnic.events
+                .reclaim_deadline_flushes
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
     }
 
@@ -72,12 +131,13 @@ impl Worker {
         };
         let event_idx = conn.has(VIRTIO_RING_F_EVENT_IDX);
         let counters = vnic.counters(self.pair);
+        let mut chains = 0usize;
         loop {
             let mut st = tx.get_mut();
             if !st.get_queue().ready() || !st.is_enabled() {
-                return;
+                break;
             }
-            let mut ring = match vq::open(&mem, &st, event_idx) {
+            let mut ring = match vq::open_resumed(&mem, &st, event_idx) {
                 Ok(ring) => ring,
                 Err(e) => {
                     vnic.ring_stopped(conn, q, &e);
@@ -138,8 +198,18 @@ impl Worker {
                     break;
                 }
             }
-            if let Err(e) = vq::close(&mut st, &mut ring) {
-                ring_error.get_or_insert(e);
+            chains += heads.len();
+            let publish = ring_error.is_some()
+                || self
+                    .reclaim
+                    .publish_now(ring.unpublished(), ring.in_flight(), ring.size())
+                || !self.arm_deadline();
+            if publish {
+                if let Err(e) = vq::close(&mut st, &mut ring) {
+                    ring_error.get_or_insert(e);
+                }
+            } else {
+                vq::close_deferred(&mut st, &ring);
             }
             // Drained: re-arm kicks, and go on if the guest added chains meanwhile.
             let more = if drained && ring_error.is_none() {
@@ -150,11 +220,18 @@ impl Worker {
             drop(st);
             if let Some(e) = ring_error {
                 vnic.ring_stopped(conn, q, &e);
-                return;
+                break;
             }
             if !more {
-                return;
+                break;
             }
+        }
+        let switches = self.reclaim.switches;
+        self.reclaim.observe(chains);
+        if self.reclaim.switches != switches {
+            vnic.events
+                .reclaim_switches
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
     }
 
@@ -303,4 +380,32 @@ impl Worker {
             }
         }
     }
+}
+
+/// Publishes the TX completions of queue `q` that reclaim left unpublished, and calls
+/// the guest if it asked. Used at the deadline and before the front-end reads the
+/// ring's base (GET_VRING_BASE), so a deferred completion is never lost. Returns
+/// whether there was anything to publish.
+pub fn flush_tx(vnic: &Vnic, conn: &Conn, q: usize) -> bool {
+    let Some(tx) = conn.vrings.get(q) else {
+        return false;
+    };
+    if conn.is_broken(q) {
+        return false;
+    }
+    let mut st = tx.get_mut();
+    let mem = conn.mem.memory();
+    let mut ring = match vq::open_resumed(&mem, &st, conn.has(VIRTIO_RING_F_EVENT_IDX)) {
+        Ok(ring) => ring,
+        // Never started, or unmapped: nothing of ours to publish.
+        Err(_) => return false,
+    };
+    if ring.unpublished() == 0 {
+        return false;
+    }
+    if let Err(e) = vq::close(&mut st, &mut ring) {
+        drop(st);
+        vnic.ring_stopped(conn, q, &e);
+    }
+    true
 }

@@ -217,6 +217,21 @@ impl<'m> SplitRing<'m> {
         Ok(())
     }
 
+    /// Takes the used index in guest memory as the last published one, for a ring
+    /// whose previous burst left used elements unpublished (deferred reclaim): `new`
+    /// assumes `next_used` was published. Only the device writes that index; a guest
+    /// that scribbles on it only changes its own notifications.
+    pub fn resume_published(&mut self) -> Result<(), RingError> {
+        self.published_used = Wrapping(Self::load_u16(&self.used, 2, Ordering::Relaxed)?);
+        Ok(())
+    }
+
+    /// Chains the guest has made available (as last read) and not yet got back in a
+    /// published used index.
+    pub fn in_flight(&self) -> u16 {
+        (self.avail_idx - self.published_used).0
+    }
+
     /// Used elements written but not yet published.
     pub fn unpublished(&self) -> u16 {
         (self.next_used - self.published_used).0
@@ -388,6 +403,39 @@ mod tests {
         assert_eq!(get(&m, GuestAddress(crate::chain::tests::USED), 2), 2);
         // Nothing new: no second publish, no notification.
         assert!(!r.publish_used().expect("publish"));
+    }
+
+    #[test]
+    fn deferred_completions_are_published_by_a_later_view() {
+        let m = mem();
+        let q = MockSplitQueue::new(&m, 16);
+        q.add_desc_chains(&[d(0x1_0000, 10, 0, 0), d(0x2_0000, 10, 0, 0)], 0)
+            .expect("chains");
+        let used = GuestAddress(crate::chain::tests::USED);
+        // Burst 1 completes one chain and leaves it unpublished.
+        let mut r = ring_of(&m, &q, false);
+        let a = r.pop().expect("head");
+        r.add_used(a, 0).expect("used");
+        assert_eq!((r.in_flight(), r.unpublished()), (2, 1));
+        let (next_avail, next_used) = (r.next_avail(), r.next_used());
+        // Burst 2 opens a new view from the stored indices: without
+        // resume_published it would believe index 1 was published already.
+        let addrs = RingAddrs {
+            desc: q.desc_table_addr().0,
+            avail: q.avail_addr().0,
+            used: used.0,
+            size: 16,
+        };
+        let mut r = SplitRing::new(&m, addrs, false, next_avail, next_used).expect("ring");
+        assert_eq!(r.unpublished(), 0);
+        r.resume_published().expect("used idx");
+        assert_eq!(r.unpublished(), 1);
+        let b = r.pop().expect("head");
+        r.add_used(b, 0).expect("used");
+        assert_eq!(get(&m, used, 2), 0);
+        assert!(r.publish_used().expect("publish"));
+        assert_eq!(get(&m, used, 2), 2);
+        assert_eq!(r.in_flight(), 0);
     }
 
     #[test]
