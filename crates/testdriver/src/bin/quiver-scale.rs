@@ -10,7 +10,8 @@
 //! - RSS (VmRSS, RssAnon, RssShmem), threads and fds with no front-end, with vm0 and
 //!   vm1, with all N connected (→ cost per idle connected VNIC), and after the others
 //!   disconnected again (→ what a connection leaves behind); open fds by kind;
-//! - quiverd's CPU over `--idle-secs` with all N connected and idle, per thread group;
+//! - quiverd's CPU over `--idle-secs` with no front-end, and with all N connected and
+//!   idle (per thread group);
 //! - the VM↔VM rate vm0 → vm1 (64 B frames in windows of `--window`: send the window,
 //!   receive all of it, repeat for `--rate-secs`), and quiverd's CPU per delivered
 //!   frame, alternately with only vm0 and vm1 connected and with the N-2 others
@@ -608,6 +609,14 @@ fn run(cfg: &Config) -> Result<()> {
     // Let start-up settle (first stats write, thread creation).
     std::thread::sleep(Duration::from_millis(500));
     let s0 = snapshot(d.pid)?;
+    eprintln!(
+        "quiver-scale: idle CPU, no front-end, over {:.0} s ...",
+        cfg.idle.as_secs_f64()
+    );
+    let ((), cpu0, wall0) = cpu_during(d.pid, || {
+        std::thread::sleep(cfg.idle);
+        Ok(())
+    })?;
 
     let mut g0 = connect(&dir.0, 0, 16 << 20, cfg.queue_size)?;
     let mut g1 = connect(&dir.0, 1, 16 << 20, cfg.queue_size)?;
@@ -714,6 +723,10 @@ fn run(cfg: &Config) -> Result<()> {
         );
         println!("connecting {} front-ends took {connect_secs:.2} s", n - 2);
     }
+    println!(
+        "quiverd CPU, no front-end connected, over {wall0:.1} s: {:.2} % of one core ({cpu0:.2} s)",
+        cpu0 / wall0 * 100.0
+    );
     println!(
         "quiverd CPU, all {n} connected and idle, over {idle_wall:.1} s: {:.2} % of one core ({idle_cpu:.2} s)",
         idle_cpu / idle_wall * 100.0
