@@ -16,6 +16,7 @@
 //! - `counters`: [`QueueCounters`] (atomic, cache-line aligned) and
 //!   [`CounterSnapshot`].
 //! - `hasher`: [`FxHasher`], the integer-key hasher behind every table.
+//! - `rings`: [`RingTable`], which uplink RX rings each VNIC holds.
 #![deny(unsafe_code)]
 
 mod counters;
@@ -25,6 +26,7 @@ mod hasher;
 mod learner;
 mod port;
 mod port_map;
+mod rings;
 mod switch;
 
 pub use counters::{CounterSnapshot, QueueCounters};
@@ -34,4 +36,5 @@ pub use hasher::{FxBuildHasher, FxHashMap, FxHasher};
 pub use learner::{LearnOutcome, LearnedMac, Learner};
 pub use port::{PortId, PortSpec, UplinkId, VlanId, MAX_VLAN, NATIVE_VLAN};
 pub use port_map::{PortMap, PortMapError};
+pub use rings::{RingMove, RingPath, RingTable, DEFAULT_RING};
 pub use switch::{PortMapCache, Switch};
