@@ -10,12 +10,15 @@
 //!   toward the VNICs. Sink and source let benchmarks measure the switch alone.
 //! - [`netns`] — running work inside a named network namespace on a helper
 //!   thread, and fixtures for tests ([`netns::NetnsGuard`], [`netns::exec`]).
+//! - [`steering`] — hardware flow steering (ethtool ntuple rules per VNIC MAC)
+//!   and the decision logic around it, with a fake driver in its tests.
 //! - `sys` — the FFI quarantine: `struct ifreq` and typed ioctl wrappers.
 
 pub mod netns;
 mod none;
 mod sink;
 mod source;
+pub mod steering;
 mod sys;
 mod tap;
 mod uplink;
