@@ -544,6 +544,8 @@ fn mib(kib: u64) -> f64 {
 struct Run {
     rate: Rate,
     cpu_secs: f64,
+    /// This process (the front-ends' driver thread).
+    driver_secs: f64,
 }
 
 impl Run {
@@ -561,9 +563,15 @@ impl Run {
 }
 
 fn measure(d: &mut Daemon, g0: &mut Guest, g1: &mut Guest, cfg: &Config) -> Result<Run> {
-    let (rate, cpu_secs, _) = cpu_during(d.pid, || rate(g0, g1, cfg, cfg.rate))?;
+    let me = std::process::id();
+    let ((rate, cpu_secs, _), driver_secs, _) =
+        cpu_during(me, || cpu_during(d.pid, || rate(g0, g1, cfg, cfg.rate)))?;
     d.alive()?;
-    Ok(Run { rate, cpu_secs })
+    Ok(Run {
+        rate,
+        cpu_secs,
+        driver_secs,
+    })
 }
 
 /// Front-ends for vm2 … vm{N-1}; the time it took.
@@ -749,8 +757,15 @@ fn run(cfg: &Config) -> Result<()> {
         cfg.rate.as_secs_f64()
     );
     println!(
-        "{:<22} {:>4} {:>12} {:>10} {:>6} {:>12} {:>16}",
-        "connected", "run", "frames", "kpps", "lost", "quiverd CPU", "quiverd ns/frame"
+        "{:<22} {:>4} {:>12} {:>10} {:>6} {:>12} {:>16} {:>11}",
+        "connected",
+        "run",
+        "frames",
+        "kpps",
+        "lost",
+        "quiverd CPU",
+        "quiverd ns/frame",
+        "driver CPU"
     );
     for (label, runs) in [
         ("2".to_string(), &runs2),
@@ -758,13 +773,14 @@ fn run(cfg: &Config) -> Result<()> {
     ] {
         for (k, r) in runs.iter().enumerate() {
             println!(
-                "{label:<22} {:>4} {:>12} {:>10.1} {:>6} {:>10.1} % {:>16.0}",
+                "{label:<22} {:>4} {:>12} {:>10.1} {:>6} {:>10.1} % {:>16.0} {:>9.1} %",
                 k + 1,
                 r.rate.frames,
                 r.rate.kpps(),
                 r.rate.lost,
                 r.cpu_pct(),
-                r.cpu_ns_per_frame()
+                r.cpu_ns_per_frame(),
+                r.driver_secs / r.rate.secs * 100.0
             );
         }
     }
