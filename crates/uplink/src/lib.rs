@@ -12,8 +12,14 @@
 //!   thread, and fixtures for tests ([`netns::NetnsGuard`], [`netns::exec`]).
 //! - [`steering`] — hardware flow steering (ethtool ntuple rules per VNIC MAC)
 //!   and the decision logic around it, with a fake driver in its tests.
+//! - `af_xdp` — [`AfXdp`]: an XDP classifier (`bpf/classify.c`, loaded with
+//!   aya) redirecting the VNICs' frames into one AF_XDP socket per queue,
+//!   opened by [`open_af_xdp`].
+//! - `xsk` — one AF_XDP socket with its UMEM and four mmap'd rings; its `sys`
+//!   submodule holds the `<linux/if_xdp.h>` structs.
 //! - `sys` — the FFI quarantine: `struct ifreq` and typed ioctl wrappers.
 
+mod af_xdp;
 pub mod netns;
 mod none;
 mod sink;
@@ -22,7 +28,11 @@ pub mod steering;
 mod sys;
 mod tap;
 mod uplink;
+mod xsk;
 
+pub use af_xdp::{
+    open_af_xdp, AfXdp, AfXdpConfig, AfXdpError, AfXdpQueue, XdpMode, MAX_AF_XDP_QUEUES,
+};
 pub use netns::NetnsError;
 pub use none::NoneUplink;
 pub use sink::{Sink, SinkQueue};
@@ -31,3 +41,4 @@ pub use source::{
 };
 pub use tap::{open_tap, Tap, TapConfig, TapError, TapQueue, MAX_TAP_QUEUES};
 pub use uplink::{Capabilities, Uplink, UplinkError, UplinkKind, UplinkQueue, VNET_HDR_LEN};
+pub use xsk::XskError;

@@ -13,9 +13,16 @@ pub const VNET_HDR_LEN: usize = 12;
 /// Errors of this module.
 #[derive(Debug, thiserror::Error)]
 pub enum UplinkError {
-    /// A kind name that is not one of `tap`, `none`, `sink`, `source`.
-    #[error("unknown uplink kind {kind:?} (expected \"tap\", \"none\", \"sink\" or \"source\")")]
+    /// A kind name that is not one of `tap`, `none`, `sink`, `source`, `af_xdp`.
+    #[error("unknown uplink kind {kind:?} (expected \"tap\", \"none\", \"sink\", \"source\" or \"af_xdp\")")]
     UnknownKind { kind: String },
+    /// A classifying uplink could not take the VNICs' addresses.
+    #[error("cannot program the classifier of uplink {uplink}")]
+    Classes {
+        uplink: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 /// One direction-agnostic hardware-ish queue of an uplink.
@@ -50,6 +57,14 @@ pub trait Uplink: Send + Sync {
     fn capabilities(&self) -> Capabilities;
     /// The kernel interface behind the uplink, if there is one.
     fn ifname(&self) -> Option<&str>;
+
+    /// The (destination MAC, VLAN id; 0 = untagged) pairs of the VNICs on this
+    /// uplink, replacing the previous set. Uplinks that classify before
+    /// quiver sees a frame (af_xdp) steer these to their sockets; the others
+    /// receive everything anyway and ignore the call.
+    fn set_classes(&self, _classes: &[([u8; 6], u16)]) -> Result<(), UplinkError> {
+        Ok(())
+    }
 }
 
 /// What an uplink offers the switch.
@@ -67,7 +82,7 @@ pub struct Capabilities {
     pub hw_steering: bool,
 }
 
-/// Kinds of uplink. Spelled `tap` / `none` / `sink` / `source` in config files
+/// Kinds of uplink. Spelled `tap` / `none` / `sink` / `source` / `af_xdp` in config files
 /// and the API.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum UplinkKind {
@@ -79,6 +94,8 @@ pub enum UplinkKind {
     Sink,
     /// In memory: generates frames toward the VNICs without end (benchmarks).
     Source,
+    /// An XDP classifier redirecting into AF_XDP sockets, one per queue.
+    AfXdp,
 }
 
 impl UplinkKind {
@@ -89,6 +106,7 @@ impl UplinkKind {
             UplinkKind::None => "none",
             UplinkKind::Sink => "sink",
             UplinkKind::Source => "source",
+            UplinkKind::AfXdp => "af_xdp",
         }
     }
 }
@@ -108,6 +126,7 @@ impl FromStr for UplinkKind {
             "none" => Ok(UplinkKind::None),
             "sink" => Ok(UplinkKind::Sink),
             "source" => Ok(UplinkKind::Source),
+            "af_xdp" => Ok(UplinkKind::AfXdp),
             _ => Err(UplinkError::UnknownKind { kind: s.to_owned() }),
         }
     }
@@ -124,6 +143,7 @@ mod tests {
             UplinkKind::None,
             UplinkKind::Sink,
             UplinkKind::Source,
+            UplinkKind::AfXdp,
         ] {
             assert_eq!(kind.to_string().parse::<UplinkKind>().unwrap(), kind);
         }
@@ -132,8 +152,8 @@ mod tests {
 
     #[test]
     fn unknown_kind_names_the_offending_value() {
-        let err = "af_xdp".parse::<UplinkKind>().unwrap_err();
-        assert!(matches!(&err, UplinkError::UnknownKind { kind } if kind == "af_xdp"));
-        assert!(err.to_string().contains("af_xdp"));
+        let err = "af_xdpp".parse::<UplinkKind>().unwrap_err();
+        assert!(matches!(&err, UplinkError::UnknownKind { kind } if kind == "af_xdpp"));
+        assert!(err.to_string().contains("af_xdpp"));
     }
 }
