@@ -4,6 +4,9 @@
 //!   against, [`UplinkKind`] and [`Capabilities`].
 //! - `tap` — [`Tap`]: a multi-queue TAP with virtio_net_hdr (one tun fd per
 //!   queue), opened or created by [`open_tap`], optionally in another netns.
+//! - `af_packet` — [`AfPacket`]: an existing interface read through TPACKET_V3
+//!   mmap rings, one AF_PACKET socket per queue in one fanout group
+//!   ([`open_af_packet`]); `packet_ring` reads a ring, `packet_sys` is its FFI.
 //! - `none` — [`NoneUplink`]: zero queues, for an isolated switch.
 //! - `sink` — [`Sink`]: in memory, counts and drops every frame sent to it.
 //! - `source` — [`Source`]: in memory, an endless generator of prebuilt frames
@@ -19,9 +22,12 @@
 //!   submodule holds the `<linux/if_xdp.h>` structs.
 //! - `sys` — the FFI quarantine: `struct ifreq` and typed ioctl wrappers.
 
+mod af_packet;
 mod af_xdp;
 pub mod netns;
 mod none;
+mod packet_ring;
+mod packet_sys;
 mod sink;
 mod source;
 pub mod steering;
@@ -30,6 +36,10 @@ mod tap;
 mod uplink;
 mod xsk;
 
+pub use af_packet::{
+    open_af_packet, AfPacket, AfPacketConfig, AfPacketCounters, AfPacketError, AfPacketQueue,
+    RingConfig, MAX_AF_PACKET_QUEUES,
+};
 pub use af_xdp::{
     open_af_xdp, AfXdp, AfXdpConfig, AfXdpError, AfXdpQueue, XdpMode, MAX_AF_XDP_QUEUES,
 };

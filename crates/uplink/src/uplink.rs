@@ -13,8 +13,8 @@ pub const VNET_HDR_LEN: usize = 12;
 /// Errors of this module.
 #[derive(Debug, thiserror::Error)]
 pub enum UplinkError {
-    /// A kind name that is not one of `tap`, `none`, `sink`, `source`, `af_xdp`.
-    #[error("unknown uplink kind {kind:?} (expected \"tap\", \"none\", \"sink\", \"source\" or \"af_xdp\")")]
+    /// A kind name that is not one of `tap`, `none`, `sink`, `source`, `af_xdp`, `af_packet`.
+    #[error("unknown uplink kind {kind:?} (expected \"tap\", \"none\", \"sink\", \"source\", \"af_xdp\" or \"af_packet\")")]
     UnknownKind { kind: String },
     /// A classifying uplink could not take the VNICs' addresses.
     #[error("cannot program the classifier of uplink {uplink}")]
@@ -82,12 +82,14 @@ pub struct Capabilities {
     pub hw_steering: bool,
 }
 
-/// Kinds of uplink. Spelled `tap` / `none` / `sink` / `source` / `af_xdp` in config files
+/// Kinds of uplink. Spelled `tap` / `af_packet` / `none` / `sink` / `source` / `af_xdp` in config files
 /// and the API.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum UplinkKind {
     /// A multi-queue TAP device (`/dev/net/tun`).
     Tap,
+    /// An existing interface read through TPACKET_V3 rings in a fanout group.
+    AfPacket,
     /// No uplink: an isolated switch.
     None,
     /// In memory: counts and drops every frame sent to it (benchmarks).
@@ -103,6 +105,7 @@ impl UplinkKind {
     pub fn as_str(self) -> &'static str {
         match self {
             UplinkKind::Tap => "tap",
+            UplinkKind::AfPacket => "af_packet",
             UplinkKind::None => "none",
             UplinkKind::Sink => "sink",
             UplinkKind::Source => "source",
@@ -123,6 +126,7 @@ impl FromStr for UplinkKind {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "tap" => Ok(UplinkKind::Tap),
+            "af_packet" => Ok(UplinkKind::AfPacket),
             "none" => Ok(UplinkKind::None),
             "sink" => Ok(UplinkKind::Sink),
             "source" => Ok(UplinkKind::Source),
@@ -140,6 +144,7 @@ mod tests {
     fn kind_round_trips_through_strings() {
         for kind in [
             UplinkKind::Tap,
+            UplinkKind::AfPacket,
             UplinkKind::None,
             UplinkKind::Sink,
             UplinkKind::Source,
