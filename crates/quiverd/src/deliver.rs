@@ -216,6 +216,35 @@ pub fn to_uplink(
     unsafe { queue.send(&iov) }
 }
 
+/// Sends one frame to an uplink that carries no virtio_net_hdr (af_xdp:
+/// `Capabilities::vnet_hdr` is false). Offload work the header asks for — a
+/// partial checksum, a TSO super-frame — is finished in software first, as for
+/// a guest without offloads, and every resulting frame goes with an all-zero
+/// header. Returns the bytes handed to the queue, headers included.
+pub fn to_plain_uplink(
+    queue: &dyn UplinkQueue,
+    item: &RxItem<'_>,
+    vlan_tag: Option<[u8; 4]>,
+) -> std::io::Result<usize> {
+    const NO_OFFLOAD: [u8; 12] = [0; 12];
+    match offload::fit(&item.hdr, Caps::default()) {
+        Fit::AsIs => to_uplink(queue, &NO_OFFLOAD, item.segs, vlan_tag),
+        how => {
+            let mut sent = Ok(0usize);
+            offload::finish(&item.hdr, item.segs, item.len, how, |segs, _len| {
+                if let Ok(total) = &mut sent {
+                    match to_uplink(queue, &NO_OFFLOAD, segs, vlan_tag) {
+                        Ok(n) => *total += n,
+                        Err(e) => sent = Err(e),
+                    }
+                }
+            })
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+            sent
+        }
+    }
+}
+
 /// The 802.1Q tag for an access VLAN (priority 0).
 pub fn vlan_tag(vid: u16) -> [u8; 4] {
     let tci = (vid & 0x0fff).to_be_bytes();
@@ -278,6 +307,39 @@ mod tests {
             let want_plain: Vec<u8> = [0u8; 12].iter().chain(&frame()).copied().collect();
             assert_eq!(sent[1], want_plain, "split at {split}");
         }
+    }
+
+    /// An uplink without vnet headers gets all-zero headers, and a partial
+    /// checksum completed in software (the region then sums to 0xffff).
+    #[test]
+    fn plain_uplink_frames_get_offloads_finished_and_a_zero_header() {
+        let mut f = frame();
+        f[40..42].copy_from_slice(&[0, 0]);
+        let segs = [Slice::from(&mut f[..])];
+        let mut hdr = [0u8; 12];
+        hdr[0] = offload::NEEDS_CSUM;
+        hdr[6..8].copy_from_slice(&34u16.to_le_bytes()); // csum_start
+        hdr[8..10].copy_from_slice(&6u16.to_le_bytes()); // csum_offset
+        let cap = Capture::default();
+        let item = RxItem {
+            hdr,
+            segs: &segs,
+            len: 64,
+        };
+        assert_eq!(to_plain_uplink(&cap, &item, None).expect("send"), 76);
+        hdr[0] = offload::DATA_VALID;
+        let item = RxItem { hdr, ..item };
+        to_plain_uplink(&cap, &item, Some(vlan_tag(5))).expect("send");
+        let sent = cap.0.lock().expect("lock");
+        assert_eq!(&sent[0][..12], &[0u8; 12]);
+        let sum = sent[0][12 + 34..]
+            .chunks(2)
+            .map(|w| u32::from(u16::from_be_bytes([w[0], *w.get(1).unwrap_or(&0)])))
+            .sum::<u32>();
+        let folded = (sum & 0xffff) + (sum >> 16);
+        assert_eq!((folded & 0xffff) + (folded >> 16), 0xffff);
+        assert_eq!(&sent[1][..12], &[0u8; 12]);
+        assert_eq!(&sent[1][12 + 12..12 + 16], &vlan_tag(5));
     }
 
     #[test]

@@ -367,7 +367,12 @@ impl Worker {
             return;
         };
         let tag = vnic.cfg.vlan.map(deliver::vlan_tag);
-        match deliver::to_uplink(queue, &item.hdr, item.segs, tag) {
+        let sent = if up.dev.capabilities().vnet_hdr {
+            deliver::to_uplink(queue, &item.hdr, item.segs, tag)
+        } else {
+            deliver::to_plain_uplink(queue, item, tag)
+        };
+        match sent {
             Ok(n) => up.counters[qi].add_tx(1, n.saturating_sub(12) as u64),
             Err(e) => {
                 up.counters[qi].add_drop(DropReason::UplinkError, 1);
