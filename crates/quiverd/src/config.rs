@@ -43,6 +43,9 @@ impl fmt::Display for SocketMode {
 #[serde(rename_all = "lowercase")]
 pub enum UplinkKindCfg {
     Tap,
+    /// An existing interface through AF_PACKET TPACKET_V3 rings in a fanout group.
+    #[serde(rename = "af_packet")]
+    AfPacket,
     None,
     /// Counts and drops what is sent to it (benchmarks: guest TX alone).
     Sink,
@@ -54,6 +57,7 @@ impl UplinkKindCfg {
     fn as_str(self) -> &'static str {
         match self {
             UplinkKindCfg::Tap => "tap",
+            UplinkKindCfg::AfPacket => "af_packet",
             UplinkKindCfg::None => "none",
             UplinkKindCfg::Sink => "sink",
             UplinkKindCfg::Source => "source",
@@ -253,14 +257,18 @@ impl Config {
                     format!("{queues} is outside 1..={MAX_UPLINK_QUEUES}"),
                 ));
             }
-            let ifname = match (u.kind, u.ifname) {
-                (UplinkKindCfg::Tap, None) => {
-                    return Err(ctx.err(at("ifname"), "required for kind = \"tap\""))
+            let needs_ifname = matches!(u.kind, UplinkKindCfg::Tap | UplinkKindCfg::AfPacket);
+            let ifname = match (needs_ifname, u.ifname) {
+                (true, None) => {
+                    return Err(ctx.err(
+                        at("ifname"),
+                        format!("required for kind = \"{}\"", u.kind.as_str()),
+                    ))
                 }
                 (_, Some(n)) => n,
                 (_, None) => String::new(),
             };
-            if u.kind == UplinkKindCfg::Tap {
+            if needs_ifname {
                 if ifname.is_empty() || ifname.len() > 15 || ifname.contains(['/', ' ']) {
                     return Err(ctx.err(
                         at("ifname"),
@@ -276,6 +284,15 @@ impl Config {
             }
             if let Some(ns) = &u.netns {
                 check_name(&ctx, &at("netns"), ns)?;
+            }
+            if u.persist && u.kind != UplinkKindCfg::Tap {
+                return Err(ctx.err(
+                    at("persist"),
+                    format!(
+                        "only for kind = \"tap\" (kind = \"{}\" never creates an interface)",
+                        u.kind.as_str()
+                    ),
+                ));
             }
             let source = source_settings(
                 &ctx,
@@ -749,6 +766,76 @@ source_dst = "52:54:00:00:00:01"
         )
         .expect_err("tap with a source field");
         assert!(e.reason.contains("only for kind = \"source\""), "{e}");
+    }
+
+    const AF_PACKET: &str = r#"
+[[uplink]]
+name = "wire"
+kind = "af_packet"
+ifname = "veth0"
+queues = 4
+netns = "hostside"
+
+[[uplink]]
+name = "lone"
+kind = "af_packet"
+ifname = "eth1"
+"#;
+
+    #[test]
+    fn af_packet_parses_with_defaults() {
+        let c = Config::parse("t.toml", AF_PACKET).expect("valid");
+        let w = &c.uplinks[0];
+        assert_eq!(w.kind, UplinkKindCfg::AfPacket);
+        assert_eq!((w.ifname.as_str(), w.queues), ("veth0", 4));
+        assert_eq!(w.netns.as_deref(), Some("hostside"));
+        assert_eq!(w.source, None);
+        let l = &c.uplinks[1];
+        assert_eq!(
+            (l.ifname.as_str(), l.queues, l.netns.as_deref()),
+            ("eth1", 1, None)
+        );
+    }
+
+    #[test]
+    fn bad_af_packet_fields_are_named() {
+        let cases = [
+            ("ifname = \"veth0\"\n", "", "uplink[0] (wire).ifname", "required"),
+            (
+                "ifname = \"veth0\"",
+                "ifname = \"a-very-long-interface\"",
+                "uplink[0] (wire).ifname",
+                "not a valid interface name",
+            ),
+            ("queues = 4", "queues = 65", "uplink[0] (wire).queues", "outside"),
+            (
+                "queues = 4",
+                "queues = 4\npersist = true",
+                "uplink[0] (wire).persist",
+                "only for kind = \"tap\"",
+            ),
+            (
+                "queues = 4",
+                "source_dst = \"52:54:00:00:00:01\"",
+                "uplink[0] (wire).source_dst",
+                "only for kind = \"source\"",
+            ),
+            (
+                "ifname = \"eth1\"",
+                "ifname = \"eth1\"\nnetns = \"hostside\"\n[[uplink]]\nname = \"again\"\nkind = \"tap\"\nifname = \"eth1\"\nnetns = \"hostside\"",
+                "uplink[2] (again).ifname",
+                "used by another uplink",
+            ),
+        ];
+        for (from, to, field, reason) in cases {
+            let text = AF_PACKET.replacen(from, to, 1);
+            let e = Config::parse("t.toml", &text).expect_err(to);
+            assert_eq!(e.field, field, "{to}: {e}");
+            assert!(e.reason.contains(reason), "{to}: {e}");
+        }
+        let e = Config::parse("t.toml", &AF_PACKET.replace("af_packet", "afpacket"))
+            .expect_err("misspelt kind");
+        assert!(e.reason.contains("afpacket"), "{e}");
     }
 
     #[test]

@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use quiver_switch::{PortId, PortMap, PortMapError, PortSpec, UplinkId};
 use quiver_uplink::{
-    open_tap, NoneUplink, Sink, Source, SourceConfig, SourceError, TapConfig, TapError, Uplink,
+    open_af_packet, open_tap, AfPacketConfig, AfPacketError, NoneUplink, RingConfig, Sink, Source,
+    SourceConfig, SourceError, TapConfig, TapError, Uplink,
 };
 
 use crate::config::{Config, UplinkConfig, UplinkKindCfg, VnicConfig};
@@ -25,6 +26,13 @@ pub enum DaemonError {
         ifname: String,
         #[source]
         source: Box<TapError>,
+    },
+    #[error("uplink {name}: cannot open AF_PACKET on {ifname}")]
+    AfPacket {
+        name: String,
+        ifname: String,
+        #[source]
+        source: Box<AfPacketError>,
     },
     #[error("uplink {name}: cannot build its source")]
     Source {
@@ -96,6 +104,20 @@ fn open_uplink(cfg: &UplinkConfig) -> Result<Arc<dyn Uplink>, DaemonError> {
                 source,
             })?;
             Ok(Arc::new(source))
+        }
+        UplinkKindCfg::AfPacket => {
+            let dev = open_af_packet(&AfPacketConfig {
+                ifname: cfg.ifname.clone(),
+                queues: cfg.queues,
+                netns: cfg.netns.clone(),
+                ring: RingConfig::default(),
+            })
+            .map_err(|source| DaemonError::AfPacket {
+                name: cfg.name.clone(),
+                ifname: cfg.ifname.clone(),
+                source: Box::new(source),
+            })?;
+            Ok(Arc::new(dev))
         }
         UplinkKindCfg::Tap => {
             let tap = open_tap(&TapConfig {
