@@ -10,6 +10,8 @@ mod testpmd;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
@@ -135,6 +137,12 @@ fn run(args: Args) -> Result<()> {
     std::fs::create_dir_all(&log_dir).with_context(|| format!("creating {}", log_dir.display()))?;
     let sock_dir = TempDir(std::env::temp_dir().join(format!("qbench-{}", std::process::id())));
     std::fs::create_dir_all(&sock_dir.0)?;
+    // Ctrl-C ends the measurement in progress; the results so far are written and the
+    // hugepages restored (the children get the terminal's SIGINT themselves).
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone()).context("installing signal handlers")?;
+    }
     let _hugepages = proc::Hugepages::ensure(args.hugepages)?;
     if let Some(free) = proc::free_hugepages() {
         // Two testpmd processes with 32768 mbufs each need a few hundred MiB.
@@ -152,6 +160,7 @@ fn run(args: Args) -> Result<()> {
         tx_first: args.tx_first,
         sock_dir: sock_dir.0.clone(),
         log_dir,
+        stop: stop.clone(),
     };
     let mut samples: Vec<Sample> = Vec::new();
     let mut failures: Vec<String> = Vec::new();
@@ -159,6 +168,9 @@ fn run(args: Args) -> Result<()> {
         for &size in &args.sizes {
             for run in 0..args.runs {
                 for &backend in &args.backends {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
                     let what = format!("{} {size}B {} run {run}", test.name(), backend.name());
                     match scenario::measure(&env, test, size, backend, run) {
                         Ok(s) => {

@@ -13,6 +13,8 @@
 //!   generate toward both guests. Counted: frames the guests received.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -74,6 +76,25 @@ pub struct Env {
     pub sock_dir: PathBuf,
     /// Logs of every process go here.
     pub log_dir: PathBuf,
+    /// Set by SIGINT / SIGTERM: the measurement in progress gives up.
+    pub stop: Arc<AtomicBool>,
+}
+
+impl Env {
+    /// Sleeps for `d`, failing early once `stop` is set.
+    fn sleep(&self, d: Duration) -> Result<()> {
+        let end = Instant::now() + d;
+        loop {
+            if self.stop.load(Ordering::Relaxed) {
+                bail!("interrupted");
+            }
+            let now = Instant::now();
+            if now >= end {
+                return Ok(());
+            }
+            std::thread::sleep((end - now).min(Duration::from_millis(100)));
+        }
+    }
 }
 
 /// One measured window.
@@ -360,12 +381,12 @@ pub fn measure(env: &Env, test: Test, size: usize, backend: Backend, run: usize)
         Test::Vm2vm => gen.command(&format!("start tx_first {}", env.tx_first))?,
         _ => gen.command("start")?,
     }
-    std::thread::sleep(env.warmup);
+    env.sleep(env.warmup)?;
     let mut a = snapshot(env, &mut gen, &mut running)?;
     // The generator's forward statistics (and RX burst sizes) restart with the window.
     gen.clear_fwd_stats()?;
     a.gen_fwd = vec![FwdStats::default(); a.gen_fwd.len()];
-    std::thread::sleep(env.window);
+    env.sleep(env.window)?;
     let b = snapshot(env, &mut gen, &mut running)?;
     gen.quit();
     match &mut running {
