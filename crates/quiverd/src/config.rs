@@ -5,6 +5,7 @@ use std::collections::HashSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use quiver_uplink::XdpMode;
 use quiver_wire::MacAddr;
 
 use crate::reclaim::ReclaimPolicy;
@@ -43,6 +44,9 @@ impl fmt::Display for SocketMode {
 #[serde(rename_all = "lowercase")]
 pub enum UplinkKindCfg {
     Tap,
+    /// An existing interface with quiver's XDP classifier and AF_XDP sockets.
+    #[serde(rename = "af_xdp")]
+    AfXdp,
     /// An existing interface through AF_PACKET TPACKET_V3 rings in a fanout group.
     #[serde(rename = "af_packet")]
     AfPacket,
@@ -57,6 +61,7 @@ impl UplinkKindCfg {
     fn as_str(self) -> &'static str {
         match self {
             UplinkKindCfg::Tap => "tap",
+            UplinkKindCfg::AfXdp => "af_xdp",
             UplinkKindCfg::AfPacket => "af_packet",
             UplinkKindCfg::None => "none",
             UplinkKindCfg::Sink => "sink",
@@ -92,6 +97,7 @@ struct RawUplink {
     netns: Option<String>,
     #[serde(default)]
     persist: bool,
+    xdp_mode: Option<String>,
     source_dst: Option<OneOrMany>,
     source_src: Option<String>,
     source_frame_len: Option<u32>,
@@ -127,6 +133,8 @@ pub struct UplinkConfig {
     pub queues: usize,
     pub netns: Option<String>,
     pub persist: bool,
+    /// Where an `af_xdp` uplink's XDP program runs; `None` for the other kinds.
+    pub xdp_mode: Option<XdpMode>,
     /// What a `source` uplink generates; `None` for the other kinds.
     pub source: Option<SourceSettings>,
 }
@@ -258,6 +266,21 @@ impl Config {
                 ));
             }
             let needs_ifname = matches!(u.kind, UplinkKindCfg::Tap | UplinkKindCfg::AfPacket);
+            if u.kind == UplinkKindCfg::AfXdp {
+                let name = u.ifname.as_deref().unwrap_or_default();
+                if u.ifname.is_none() {
+                    return Err(ctx.err(at("ifname"), "required for kind = \"af_xdp\""));
+                }
+                if name.is_empty() || name.len() > 15 || name.contains(['/', ' ']) {
+                    return Err(ctx.err(
+                        at("ifname"),
+                        format!("{name:?} is not a valid interface name (1-15 characters, no '/' or space)"),
+                    ));
+                }
+                if !ifnames.insert((u.netns.clone(), name.to_owned())) {
+                    return Err(ctx.err(at("ifname"), format!("{name} is used by another uplink")));
+                }
+            }
             let ifname = match (needs_ifname, u.ifname) {
                 (true, None) => {
                     return Err(ctx.err(
@@ -285,6 +308,18 @@ impl Config {
             if let Some(ns) = &u.netns {
                 check_name(&ctx, &at("netns"), ns)?;
             }
+            let xdp_mode = match (u.kind, u.xdp_mode.as_deref()) {
+                (UplinkKindCfg::AfXdp, None | Some("native")) => Some(XdpMode::Native),
+                (UplinkKindCfg::AfXdp, Some("skb")) => Some(XdpMode::Skb),
+                (UplinkKindCfg::AfXdp, Some(m)) => {
+                    return Err(ctx.err(
+                        at("xdp_mode"),
+                        format!("{m:?} is not one of \"native\", \"skb\""),
+                    ))
+                }
+                (_, Some(_)) => return Err(ctx.err(at("xdp_mode"), "only for kind = \"af_xdp\"")),
+                (_, None) => None,
+            };
             if u.persist && u.kind != UplinkKindCfg::Tap {
                 return Err(ctx.err(
                     at("persist"),
@@ -309,6 +344,7 @@ impl Config {
                 queues: queues as usize,
                 netns: u.netns,
                 persist: u.persist,
+                xdp_mode,
                 source,
             });
         }
@@ -836,6 +872,50 @@ ifname = "eth1"
         let e = Config::parse("t.toml", &AF_PACKET.replace("af_packet", "afpacket"))
             .expect_err("misspelt kind");
         assert!(e.reason.contains("afpacket"), "{e}");
+    }
+
+    const AF_XDP: &str = r#"
+[[uplink]]
+name = "fast"
+kind = "af_xdp"
+ifname = "veth0"
+queues = 4
+netns = "hostside"
+"#;
+
+    #[test]
+    fn af_xdp_parses_with_native_mode_by_default() {
+        let c = Config::parse("t.toml", AF_XDP).expect("valid");
+        let u = &c.uplinks[0];
+        assert_eq!(u.kind, UplinkKindCfg::AfXdp);
+        assert_eq!((u.ifname.as_str(), u.queues), ("veth0", 4));
+        assert_eq!(u.netns.as_deref(), Some("hostside"));
+        assert_eq!(u.xdp_mode, Some(XdpMode::Native));
+        let skb = Config::parse("t.toml", &format!("{AF_XDP}xdp_mode = \"skb\"\n")).expect("valid");
+        assert_eq!(skb.uplinks[0].xdp_mode, Some(XdpMode::Skb));
+    }
+
+    #[test]
+    fn bad_af_xdp_fields_are_named() {
+        let cases = [
+            ("ifname = \"veth0\"\n", "", "uplink[0] (fast).ifname", "required for kind = \"af_xdp\""),
+            ("ifname = \"veth0\"", "ifname = \"an-interface-name-too-long\"", "uplink[0] (fast).ifname", "not a valid interface name"),
+            ("queues = 4", "queues = 65", "uplink[0] (fast).queues", "outside"),
+            ("queues = 4", "queues = 4\nxdp_mode = \"hw\"", "uplink[0] (fast).xdp_mode", "not one of"),
+            ("kind = \"af_xdp\"", "kind = \"tap\"\nxdp_mode = \"skb\"", "uplink[0] (fast).xdp_mode", "only for kind = \"af_xdp\""),
+            (
+                "netns = \"hostside\"",
+                "netns = \"hostside\"\n[[uplink]]\nname = \"again\"\nkind = \"af_xdp\"\nifname = \"veth0\"\nnetns = \"hostside\"",
+                "uplink[1] (again).ifname",
+                "used by another uplink",
+            ),
+        ];
+        for (from, to, field, reason) in cases {
+            let text = AF_XDP.replacen(from, to, 1);
+            let e = Config::parse("t.toml", &text).expect_err(to);
+            assert_eq!(e.field, field, "{to}: {e}");
+            assert!(e.reason.contains(reason), "{to}: {e}");
+        }
     }
 
     #[test]

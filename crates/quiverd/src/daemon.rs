@@ -11,6 +11,8 @@ use quiver_uplink::{
     SourceConfig, SourceError, TapConfig, TapError, Uplink,
 };
 
+use quiver_uplink::{open_af_xdp, AfXdpConfig, AfXdpError, UplinkError};
+
 use crate::config::{Config, UplinkConfig, UplinkKindCfg, VnicConfig};
 use crate::fabric::Fabric;
 use crate::session::{Session, SessionError};
@@ -33,6 +35,19 @@ pub enum DaemonError {
         ifname: String,
         #[source]
         source: Box<AfPacketError>,
+    },
+    #[error("uplink {name}: cannot open af_xdp on {ifname}")]
+    AfXdp {
+        name: String,
+        ifname: String,
+        #[source]
+        source: Box<AfXdpError>,
+    },
+    #[error("uplink {name}: cannot tell its classifier the VNICs' addresses")]
+    Classes {
+        name: String,
+        #[source]
+        source: Box<UplinkError>,
     },
     #[error("uplink {name}: cannot build its source")]
     Source {
@@ -113,6 +128,20 @@ fn open_uplink(cfg: &UplinkConfig) -> Result<Arc<dyn Uplink>, DaemonError> {
                 ring: RingConfig::default(),
             })
             .map_err(|source| DaemonError::AfPacket {
+                name: cfg.name.clone(),
+                ifname: cfg.ifname.clone(),
+                source: Box::new(source),
+            })?;
+            Ok(Arc::new(dev))
+        }
+        UplinkKindCfg::AfXdp => {
+            let dev = open_af_xdp(&AfXdpConfig {
+                ifname: cfg.ifname.clone(),
+                queues: cfg.queues,
+                netns: cfg.netns.clone(),
+                mode: cfg.xdp_mode.unwrap_or_default(),
+            })
+            .map_err(|source| DaemonError::AfXdp {
                 name: cfg.name.clone(),
                 ifname: cfg.ifname.clone(),
                 source: Box::new(source),
@@ -256,6 +285,22 @@ impl Daemon {
             .map(|v| port_spec(&v.cfg, v.port, &next_uplinks))
             .collect();
         let map = PortMap::new(specs).map_err(DaemonError::PortMap)?;
+        // Classifying uplinks (af_xdp) steer only their VNICs' (MAC, VLAN) to
+        // quiver; set before any poller runs, so a failure leaves nothing started.
+        for (name, port) in &next_uplinks {
+            let classes: Vec<([u8; 6], u16)> = kept
+                .values()
+                .chain(added.iter())
+                .filter(|v| v.cfg.uplink.as_deref() == Some(name.as_str()))
+                .map(|v| (v.cfg.mac.0, v.cfg.vlan.unwrap_or(0)))
+                .collect();
+            port.dev
+                .set_classes(&classes)
+                .map_err(|source| DaemonError::Classes {
+                    name: name.clone(),
+                    source: Box::new(source),
+                })?;
+        }
 
         // 3. Validated: stop what goes away, then start what comes.
         let mut summary = ApplySummary::default();
