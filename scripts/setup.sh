@@ -7,7 +7,8 @@ export DEBIAN_FRONTEND=noninteractive
 
 PACKAGES=(dpdk-dev iproute2 tcpdump netsniff-ng ethtool jq build-essential pkg-config
     libvirt-clients libxml2-utils # virt-xml-validate and the xmllint it runs
-    libvirt-daemon-system) # libvirtd and virtlogd for integration/tests/libvirt.rs
+    libvirt-daemon-system # libvirtd and virtlogd for integration/tests/libvirt.rs
+    clang libbpf-dev) # build the af_xdp uplink's XDP program (crates/uplink/build.rs)
 MIN_HUGEPAGES=512
 
 step() { printf 'setup: %s\n' "$*"; }
