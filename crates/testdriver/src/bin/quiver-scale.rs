@@ -51,10 +51,12 @@ struct Args {
     /// Seconds of each vm0 → vm1 rate measurement.
     #[arg(long, default_value_t = 5.0)]
     rate_secs: f64,
-    /// Rate measurements per phase (after a 1 s warm-up); min, median and max shown.
+    /// Rate measurements per phase, alternating 2 / N connected (after a 1 s warm-up);
+    /// min, median and max shown.
     #[arg(long, default_value_t = 3)]
     runs: u32,
-    /// Seconds over which quiverd's idle CPU is measured with all VNICs connected.
+    /// Seconds over which quiverd's idle CPU is measured (with no front-end, and with
+    /// all N connected).
     #[arg(long, default_value_t = 10.0)]
     idle_secs: f64,
     /// Ethernet frame length of the rate measurement (60..=1514).
