@@ -1,0 +1,411 @@
+//! The af_xdp uplink on a 4-queue veth pair made by the test: quiverd's end (in one
+//! namespace) gets the XDP classifier and one AF_XDP socket per queue, the far end
+//! lives in a "host" namespace with an address.
+//!
+//! - frames from the host reach the VNIC owning their destination MAC (+VLAN), none
+//!   misclassified, counted per VNIC and per uplink queue; broadcast reaches every
+//!   VNIC of the VLAN; tagged frames are classified per VLAN;
+//! - frames for other MACs still reach the kernel (XDP_PASS): the host pings the
+//!   quiverd-side interface's own address;
+//! - guest TX reaches the host namespace;
+//! - a second quiverd on the same interface fails to start, naming the cause and
+//!   suggesting another kind.
+
+use std::net::Ipv4Addr;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Result};
+use quiver_integration::{is_root, vnic_all_drops, vnic_total, Quiverd};
+use quiver_testdriver::{DriverConfig, Guest};
+use quiver_uplink::netns::{unique_name, NetnsGuard};
+
+const MAC1: [u8; 6] = [0x52, 0x54, 0, 0, 0, 1];
+const MAC2: [u8; 6] = [0x52, 0x54, 0, 0, 0, 2];
+const MAC3: [u8; 6] = [0x52, 0x54, 0, 0, 0, 3];
+/// Source MAC of every frame the test injects from the host namespace.
+const HOST_SRC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x77];
+const ETHERTYPE: [u8; 2] = [0x88, 0xb5];
+const WAIT: Duration = Duration::from_secs(5);
+
+/// Addresses of the two veth ends, varied per process to keep parallel runs apart.
+fn subnet() -> (Ipv4Addr, Ipv4Addr) {
+    let x = u8::try_from(std::process::id() % 200).unwrap_or(0) + 20;
+    (Ipv4Addr::new(10, 214, x, 1), Ipv4Addr::new(10, 214, x, 2))
+}
+
+struct Setup {
+    // Field order = drop order: quiverd stops before the namespaces (and with them
+    // the veth pair) go.
+    q: Quiverd,
+    /// Where quiverd's end (`a`) lives.
+    qns: NetnsGuard,
+    /// Where the far end (`b`) lives.
+    hns: NetnsGuard,
+    a: String,
+    b: String,
+}
+
+fn ns_run(ns: &NetnsGuard, args: &[&str]) -> Result<String> {
+    let out = ns.exec(args)?;
+    ensure!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Two namespaces joined by a veth pair with 4 queues each way; `a` (quiverd's)
+/// gets `a_ip`, `b` gets `b_ip`. Everything lives in the namespaces, so dropping
+/// the guards removes it all however the test ends.
+fn veth_pair() -> Result<(NetnsGuard, NetnsGuard, String, String)> {
+    let qns = NetnsGuard::new(unique_name("qxq"))?;
+    let hns = NetnsGuard::new(unique_name("qxh"))?;
+    let (a, b) = (unique_name("qxa"), unique_name("qxb"));
+    let (a_ip, b_ip) = subnet();
+    ns_run(
+        &hns,
+        &[
+            "ip",
+            "link",
+            "add",
+            &a,
+            "numtxqueues",
+            "4",
+            "numrxqueues",
+            "4",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &b,
+            "numtxqueues",
+            "4",
+            "numrxqueues",
+            "4",
+        ],
+    )?;
+    ns_run(&hns, &["ip", "link", "set", &a, "netns", qns.name()])?;
+    ns_run(
+        &qns,
+        &["ip", "addr", "add", &format!("{a_ip}/24"), "dev", &a],
+    )?;
+    ns_run(&qns, &["ip", "link", "set", &a, "up"])?;
+    ns_run(
+        &hns,
+        &["ip", "addr", "add", &format!("{b_ip}/24"), "dev", &b],
+    )?;
+    ns_run(&hns, &["ip", "link", "set", &b, "up"])?;
+    Ok((qns, hns, a, b))
+}
+
+fn config(a: &str, qns: &str) -> String {
+    format!(
+        "[[uplink]]\nname = \"up0\"\nkind = \"af_xdp\"\nifname = \"{a}\"\nqueues = 4\nnetns = \"{qns}\"\n\n\
+         [[vnic]]\nname = \"vm1\"\nsocket = \"@DIR@/vm1.sock\"\nmac = \"52:54:00:00:00:01\"\nuplink = \"up0\"\n\n\
+         [[vnic]]\nname = \"vm2\"\nsocket = \"@DIR@/vm2.sock\"\nmac = \"52:54:00:00:00:02\"\nuplink = \"up0\"\n\n\
+         [[vnic]]\nname = \"vm3\"\nsocket = \"@DIR@/vm3.sock\"\nmac = \"52:54:00:00:00:03\"\nuplink = \"up0\"\nvlan = 100\n"
+    )
+}
+
+fn setup() -> Result<Setup> {
+    let (qns, hns, a, b) = veth_pair()?;
+    let q = Quiverd::start("afxdp", &config(&a, qns.name()))?;
+    Ok(Setup { q, qns, hns, a, b })
+}
+
+fn guest(s: &Setup, name: &str, mac: [u8; 6]) -> Result<Guest> {
+    Ok(Guest::connect(
+        &s.q.dir.path().join(format!("{name}.sock")),
+        DriverConfig {
+            mac,
+            ..DriverConfig::default()
+        },
+        WAIT,
+    )?)
+}
+
+/// A 64-byte test frame from HOST_SRC, optionally 802.1Q-tagged, carrying `id`.
+fn frame(dst: [u8; 6], vlan: Option<u16>, id: u8) -> Vec<u8> {
+    let mut f = dst.to_vec();
+    f.extend_from_slice(&HOST_SRC);
+    if let Some(v) = vlan {
+        f.extend_from_slice(&[0x81, 0x00]);
+        f.extend_from_slice(&v.to_be_bytes());
+    }
+    f.extend_from_slice(&ETHERTYPE);
+    f.extend_from_slice(b"quiver-xdp");
+    f.push(id);
+    f.resize(64, 0);
+    f
+}
+
+/// Sends each `(frame, count)` from `dev` in `ns` through a packet socket.
+fn inject(ns: &NetnsGuard, dev: &str, frames: &[(Vec<u8>, usize)]) -> Result<()> {
+    let mut script = format!(
+        "import socket\ns=socket.socket(socket.AF_PACKET,socket.SOCK_RAW)\ns.bind(('{dev}',0))\n"
+    );
+    for (f, count) in frames {
+        let bytes: Vec<String> = f.iter().map(u8::to_string).collect();
+        script.push_str(&format!(
+            "f=bytes([{}])\nfor _ in range({count}): s.send(f)\n",
+            bytes.join(",")
+        ));
+    }
+    ns_run(ns, &["python3", "-c", &script])?;
+    Ok(())
+}
+
+/// The test frames (from HOST_SRC) a guest receives until none came for 500 ms.
+fn drain(g: &mut Guest) -> Result<Vec<Vec<u8>>> {
+    let mut got = Vec::new();
+    let deadline = Instant::now() + WAIT;
+    while Instant::now() < deadline {
+        match g.recv_any(Duration::from_millis(500))? {
+            Some((_, f)) if f.data.len() >= 14 && f.data[6..12] == HOST_SRC => {
+                got.push(f.data.clone())
+            }
+            Some(_) => {} // the kernel's own multicast (IPv6 ND / MLD)
+            None => break,
+        }
+    }
+    Ok(got)
+}
+
+#[test]
+fn frames_reach_the_vnic_owning_their_mac_and_vlan() -> Result<()> {
+    if !is_root() {
+        eprintln!("skipped: needs root for namespaces and XDP");
+        return Ok(());
+    }
+    let s = setup()?;
+    let mut g1 = guest(&s, "vm1", MAC1)?;
+    let mut g2 = guest(&s, "vm2", MAC2)?;
+    let mut g3 = guest(&s, "vm3", MAC3)?;
+
+    inject(
+        &s.hns,
+        &s.b,
+        &[
+            (frame(MAC1, None, 1), 50),
+            (frame(MAC2, None, 2), 30),
+            (frame([0xff; 6], None, 9), 5),
+            (frame(MAC3, Some(100), 3), 4),
+            // Not any VNIC's: MAC3 untagged and on another VLAN, an unknown MAC.
+            (frame(MAC3, None, 4), 6),
+            (frame(MAC3, Some(200), 5), 6),
+            (frame([0x52, 0x54, 0, 0, 0, 0x99], None, 6), 6),
+        ],
+    )?;
+    let (f1, f2, f3) = (drain(&mut g1)?, drain(&mut g2)?, drain(&mut g3)?);
+    let count = |fs: &[Vec<u8>], dst: [u8; 6], id: u8| {
+        fs.iter()
+            .filter(|f| f[..6] == dst && f.len() > 24 && f[24] == id)
+            .count()
+    };
+    // vm1: its 50 and the 5 broadcasts, nothing else.
+    ensure!(
+        count(&f1, MAC1, 1) == 50,
+        "vm1 unicast: {}",
+        count(&f1, MAC1, 1)
+    );
+    ensure!(count(&f1, [0xff; 6], 9) == 5, "vm1 broadcast");
+    ensure!(f1.len() == 55, "vm1 got {} frames: {f1:02x?}", f1.len());
+    ensure!(
+        count(&f2, MAC2, 2) == 30,
+        "vm2 unicast: {}",
+        count(&f2, MAC2, 2)
+    );
+    ensure!(count(&f2, [0xff; 6], 9) == 5, "vm2 broadcast");
+    ensure!(f2.len() == 35, "vm2 got {} frames: {f2:02x?}", f2.len());
+    // vm3 (access VLAN 100): only its tagged frames, untagged now; no VLAN-0 broadcast.
+    ensure!(f3.len() == 4, "vm3 got {} frames: {f3:02x?}", f3.len());
+    for f in &f3 {
+        ensure!(
+            f[..6] == MAC3 && f[12..14] == ETHERTYPE,
+            "tag not stripped: {f:02x?}"
+        );
+    }
+
+    let stats = s.q.stats()?;
+    ensure!(
+        vnic_total(&stats, "vm1", "rx_packets") >= 55,
+        "vm1: {stats:#}"
+    );
+    ensure!(
+        vnic_total(&stats, "vm2", "rx_packets") >= 35,
+        "vm2: {stats:#}"
+    );
+    ensure!(
+        vnic_total(&stats, "vm3", "rx_packets") == 4,
+        "vm3: {stats:#}"
+    );
+    for vm in ["vm1", "vm2", "vm3"] {
+        ensure!(vnic_all_drops(&stats, vm) == 0, "{vm} drops: {stats:#}");
+    }
+    let up = &stats["uplinks"]["up0"];
+    ensure!(up["kind"] == "af_xdp", "{up:#}");
+    let queues = up["queues"].as_array().cloned().unwrap_or_default();
+    ensure!(queues.len() == 4, "per-queue counters: {up:#}");
+    let per_queue: Vec<u64> = queues
+        .iter()
+        .map(|q| q["rx_packets"].as_u64().unwrap_or(0))
+        .collect();
+    // The classifier let only the VNICs' frames and broadcasts through (plus the
+    // kernel's own multicast): none of the 18 foreign frames reached quiverd.
+    let total: u64 = per_queue.iter().sum();
+    ensure!(
+        (89..89 + 18).contains(&total),
+        "uplink rx per queue {per_queue:?}: {up:#}"
+    );
+    ensure!(
+        up["total"]["rx_packets"].as_u64() == Some(total),
+        "uplink total vs queues: {up:#}"
+    );
+    Ok(())
+}
+
+#[test]
+fn frames_for_other_macs_still_reach_the_kernel() -> Result<()> {
+    if !is_root() {
+        eprintln!("skipped: needs root for namespaces and XDP");
+        return Ok(());
+    }
+    let s = setup()?;
+    let (a_ip, _) = subnet();
+    // ARP requests are broadcast, and broadcast goes to quiverd: give the host the
+    // quiverd-side MAC up front. The reply path (unicast to `b`) is the kernel's.
+    let link = ns_run(&s.qns, &["cat", &format!("/sys/class/net/{}/address", s.a)])?;
+    ns_run(
+        &s.hns,
+        &[
+            "ip",
+            "neigh",
+            "replace",
+            &a_ip.to_string(),
+            "lladdr",
+            link.trim(),
+            "dev",
+            &s.b,
+            "nud",
+            "permanent",
+        ],
+    )?;
+    // An ICMP echo through a raw socket (no ping binary needed): the kernel of
+    // quiverd's namespace answers.
+    let script = format!(
+        "import socket,struct\n\
+         def ck(b):\n  t=sum(struct.unpack('!%dH'%(len(b)//2),b))\n  \
+         t=(t>>16)+(t&0xffff)\n  t+=t>>16\n  return ~t&0xffff\n\
+         s=socket.socket(socket.AF_INET,socket.SOCK_RAW,socket.IPPROTO_ICMP)\n\
+         s.settimeout(2)\nok=0\n\
+         for seq in range(3):\n  m=struct.pack('!BBHHH',8,0,0,0x5157,seq)+b'quiver-xdp-pass!'\n  \
+         m=m[:2]+struct.pack('!H',ck(m))+m[4:]\n  s.sendto(m,('{a_ip}',0))\n  \
+         try:\n    while True:\n      r,a=s.recvfrom(2048)\n      \
+         if a[0]=='{a_ip}' and r[20]==0 and struct.unpack('!H',r[26:28])[0]==seq:\n        \
+         ok+=1\n        break\n  except socket.timeout:\n    pass\nprint(ok)\n"
+    );
+    let out = ns_run(&s.hns, &["python3", "-c", &script])?;
+    ensure!(out.trim() == "3", "echo replies from {a_ip}: {out:?}");
+    // The XDP program is attached in native mode.
+    let show = ns_run(&s.qns, &["ip", "link", "show", &s.a])?;
+    ensure!(show.contains("xdp"), "no XDP program on {}: {show}", s.a);
+    Ok(())
+}
+
+#[test]
+fn guest_tx_reaches_the_namespace() -> Result<()> {
+    if !is_root() {
+        eprintln!("skipped: needs root for namespaces and XDP");
+        return Ok(());
+    }
+    let s = setup()?;
+    let mut g1 = guest(&s, "vm1", MAC1)?;
+    let mut g3 = guest(&s, "vm3", MAC3)?;
+    // A listener on `b` counts the test's frames by source MAC (untagged from vm1,
+    // tagged with VLAN 100 from vm3).
+    // The kernel moves a received 802.1Q tag into the packet's metadata: read it
+    // back with PACKET_AUXDATA (struct tpacket_auxdata, TP_STATUS_VLAN_VALID).
+    let script = format!(
+        "import socket,struct\ns=socket.socket(socket.AF_PACKET,socket.SOCK_RAW,socket.htons(3))\n\
+         s.setsockopt(263,8,1)\ns.bind(('{}',0))\ns.settimeout(3)\nn1=n3=0\n\
+         try:\n  while True:\n    f,anc,_,_=s.recvmsg(2048,64)\n    vid=None\n    \
+         for lvl,typ,d in anc:\n      \
+         if lvl==263 and typ==8 and len(d)>=20:\n        \
+         st,_,_,_,_,tci,_=struct.unpack('IIIHHHH',d[:20])\n        \
+         vid=(tci&0xfff) if st&0x10 else None\n    \
+         if f[12:16]==bytes([0x81,0,0,100]): vid=100; f=f[:12]+f[16:]\n    \
+         if f[12:14]!=bytes([0x88,0xb5]): continue\n    \
+         if f[6:12]==bytes([0x52,0x54,0,0,0,1]) and vid is None: n1+=1\n    \
+         if f[6:12]==bytes([0x52,0x54,0,0,0,3]) and vid==100: n3+=1\n\
+         except socket.timeout:\n  pass\nprint(n1,n3)\n",
+        s.b
+    );
+    let listener = Command::new("ip")
+        .args(["netns", "exec", s.hns.name(), "python3", "-c", &script])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    std::thread::sleep(Duration::from_millis(500));
+    let to_host = |src: [u8; 6]| {
+        let mut f = vec![0x02, 0, 0, 0, 0, 0x55];
+        f.extend_from_slice(&src);
+        f.extend_from_slice(&ETHERTYPE);
+        f.extend_from_slice(b"quiver-xdp-tx");
+        f.resize(64, 0);
+        f
+    };
+    for _ in 0..40 {
+        g1.send(0, &to_host(MAC1))?;
+    }
+    for _ in 0..10 {
+        g3.send(0, &to_host(MAC3))?;
+    }
+    let out = listener.wait_with_output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    ensure!(
+        text.trim() == "40 10",
+        "host saw (vm1, vm3) = {text:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stats = s.q.stats()?;
+    ensure!(
+        stats["uplinks"]["up0"]["total"]["tx_packets"].as_u64() >= Some(50),
+        "uplink tx: {stats:#}"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_busy_interface_fails_start_naming_the_cause_and_other_kinds() -> Result<()> {
+    if !is_root() {
+        eprintln!("skipped: needs root for namespaces and XDP");
+        return Ok(());
+    }
+    let s = setup()?;
+    // Same interface, same queues: the AF_XDP sockets cannot bind.
+    let second = config(&s.a, s.qns.name()).replace("@DIR@/vm", "@DIR@/other-vm");
+    let err = match Quiverd::start("afxdp2", &second) {
+        Ok(_) => anyhow::bail!("a second quiverd started on {}", s.a),
+        Err(e) => format!("{e:#}"),
+    };
+    ensure!(err.contains("af_xdp") && err.contains(&s.a), "{err}");
+    ensure!(err.contains("af_packet"), "no other kind suggested: {err}");
+    // The first one's classifier is still attached and working.
+    let mut g1 = guest(&s, "vm1", MAC1)?;
+    inject(&s.hns, &s.b, &[(frame(MAC1, None, 7), 3)])?;
+    ensure!(drain(&mut g1)?.len() == 3, "first quiverd lost its uplink");
+
+    // A missing interface is named too, and nothing is left behind.
+    let missing = config("qx-nosuchif", s.qns.name()).replace("@DIR@/vm", "@DIR@/third-vm");
+    let err = match Quiverd::start("afxdp3", &missing) {
+        Ok(_) => anyhow::bail!("quiverd started on a missing interface"),
+        Err(e) => format!("{e:#}"),
+    };
+    ensure!(
+        err.contains("qx-nosuchif") && err.contains("not found"),
+        "{err}"
+    );
+    Ok(())
+}
