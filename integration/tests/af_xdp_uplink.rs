@@ -329,7 +329,7 @@ fn guest_tx_reaches_the_namespace() -> Result<()> {
     // back with PACKET_AUXDATA (struct tpacket_auxdata, TP_STATUS_VLAN_VALID).
     let script = format!(
         "import socket,struct\ns=socket.socket(socket.AF_PACKET,socket.SOCK_RAW,socket.htons(3))\n\
-         s.setsockopt(263,8,1)\ns.bind(('{}',0))\ns.settimeout(3)\nn1=n3=0\n\
+         s.setsockopt(263,8,1)\ns.bind(('{}',0))\ns.settimeout(3)\nn1=n3=0\nprint('ready',flush=True)\n\
          try:\n  while True:\n    f,anc,_,_=s.recvmsg(2048,64)\n    vid=None\n    \
          for lvl,typ,d in anc:\n      \
          if lvl==263 and typ==8 and len(d)>=20:\n        \
@@ -347,7 +347,13 @@ fn guest_tx_reaches_the_namespace() -> Result<()> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()?;
-    std::thread::sleep(Duration::from_millis(500));
+    // Send only once the listener is bound.
+    let mut listener = listener;
+    let mut ready = String::new();
+    if let Some(out) = listener.stdout.as_mut() {
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut ready)?;
+    }
+    ensure!(ready.trim() == "ready", "listener did not start: {ready:?}");
     let to_host = |src: [u8; 6]| {
         let mut f = vec![0x02, 0, 0, 0, 0, 0x55];
         f.extend_from_slice(&src);
