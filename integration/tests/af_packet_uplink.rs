@@ -564,3 +564,77 @@ fn vlan_tagged_frames_reach_the_access_vlan_vnic_only() -> Result<()> {
     );
     Ok(())
 }
+
+/// A quick rate figure, not a pass/fail check: 64-byte frames from a raw socket in
+/// the namespace to vm1 for 3 s (`cargo test ... -- --ignored --nocapture`). The
+/// sender, quiverd's pollers and the testdriver guest share the machine's CPUs.
+#[test]
+#[ignore]
+fn rate_64_byte_frames_namespace_to_vnic() -> Result<()> {
+    if !is_root() {
+        eprintln!("skipped: needs root for namespaces and AF_PACKET");
+        return Ok(());
+    }
+    let s = setup()?;
+    let mut g1 = guest(&s, "vm1", MAC1)?;
+    let sock = packet_socket_in(s.host.name(), &s.peer)?;
+    let run = Duration::from_secs(3);
+    let frames: Vec<Vec<u8>> = (0..64)
+        .map(|i| udp_frame(MAC1, None, 1000 + i, 0))
+        .collect();
+    let start = Instant::now();
+    let sent = std::thread::scope(|scope| -> Result<u64> {
+        let sender = scope.spawn(|| -> Result<u64> {
+            // One sendmmsg(2) per 64 frames.
+            let mut iovs: Vec<libc::iovec> = frames
+                .iter()
+                .map(|f| libc::iovec {
+                    iov_base: f.as_ptr().cast_mut().cast(),
+                    iov_len: f.len(),
+                })
+                .collect();
+            let mut msgs: Vec<libc::mmsghdr> = iovs
+                .iter_mut()
+                .map(|iov| {
+                    // SAFETY: all-zero is a valid mmsghdr (no address, no control).
+                    let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
+                    m.msg_hdr.msg_iov = iov;
+                    m.msg_hdr.msg_iovlen = 1;
+                    m
+                })
+                .collect();
+            let count = u32::try_from(msgs.len())?;
+            let mut sent = 0u64;
+            while start.elapsed() < run {
+                // SAFETY: every mmsghdr points at one iovec of `iovs`, which points
+                // into `frames`; all outlive the call.
+                let n = unsafe { libc::sendmmsg(sock.as_raw_fd(), msgs.as_mut_ptr(), count, 0) };
+                sent += u64::try_from(n).unwrap_or(0);
+            }
+            Ok(sent)
+        });
+        let mut got = 0u64;
+        while start.elapsed() < run + Duration::from_millis(200) {
+            if g1.recv_any(Duration::from_millis(50))?.is_some() {
+                got += 1;
+            }
+        }
+        let sent = sender
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p))?;
+        eprintln!("guest drained {got}");
+        Ok(sent)
+    })?;
+    let secs = run.as_secs_f64();
+    let stats = s.q.stats()?;
+    let up_rx: u64 = (0..4).map(|q| uplink_queue(&stats, q, "rx_packets")).sum();
+    let vnic_rx = vnic_total(&stats, "vm1", "rx_packets");
+    eprintln!(
+        "64 B namespace -> vm1 over 3 s: sent {:.0}/s, uplink rx {:.0}/s, vm1 rx {:.0}/s, vm1 drops {}",
+        sent as f64 / secs,
+        up_rx as f64 / secs,
+        vnic_rx as f64 / secs,
+        stats["vnics"]["vm1"]["total"]["drops"]
+    );
+    Ok(())
+}
