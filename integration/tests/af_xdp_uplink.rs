@@ -13,6 +13,8 @@
 
 use std::net::Ipv4Addr;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Result};
@@ -412,6 +414,130 @@ fn a_busy_interface_fails_start_naming_the_cause_and_other_kinds() -> Result<()>
     ensure!(
         err.contains("qx-nosuchif") && err.contains("not found"),
         "{err}"
+    );
+    Ok(())
+}
+
+/// Sends 64-byte frames to MAC1 from `b` in the host namespace as fast as one
+/// thread can (sendmmsg bursts of 64 on a packet socket bypassing the qdisc) until
+/// `stop`; counts them in `sent`.
+fn blast(ns_name: &str, dev: &str, stop: &AtomicBool, sent: &AtomicU64) -> Result<()> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let ns = std::fs::File::open(format!("/var/run/netns/{ns_name}"))?;
+    // SAFETY: `ns` is an open namespace fd for the call; setns moves only this
+    // (short-lived, test-owned) thread.
+    let entered = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+    ensure!(entered == 0, "setns: {}", std::io::Error::last_os_error());
+    // SAFETY: plain syscall, no memory passed.
+    let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
+    ensure!(raw >= 0, "socket: {}", std::io::Error::last_os_error());
+    // SAFETY: `raw` was just returned by socket(2) and is owned by nobody else.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let name = std::ffi::CString::new(dev)?;
+    // SAFETY: `name` is NUL-terminated and outlives the call.
+    let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    ensure!(ifindex != 0, "no {dev}");
+    // SAFETY: sockaddr_ll is plain data; all-zero is a valid value.
+    let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    sll.sll_family = u16::try_from(libc::AF_PACKET)?;
+    sll.sll_ifindex = i32::try_from(ifindex)?;
+    // SAFETY: `sll` is a live sockaddr_ll and the length is its size.
+    let r = unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&sll as *const libc::sockaddr_ll).cast(),
+            libc::socklen_t::try_from(std::mem::size_of::<libc::sockaddr_ll>())?,
+        )
+    };
+    ensure!(r == 0, "bind: {}", std::io::Error::last_os_error());
+    let one: libc::c_int = 1;
+    // SAFETY: PACKET_QDISC_BYPASS reads one int from `one`, live for the call.
+    unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_PACKET,
+            20, // PACKET_QDISC_BYPASS
+            (&one as *const libc::c_int).cast(),
+            4,
+        )
+    };
+    let mut f = frame(MAC1, None, 8);
+    let mut iov = libc::iovec {
+        iov_base: f.as_mut_ptr().cast(),
+        iov_len: f.len(),
+    };
+    // SAFETY: mmsghdr is plain data; all-zero is a valid value.
+    let mut msgs: Vec<libc::mmsghdr> = (0..64).map(|_| unsafe { std::mem::zeroed() }).collect();
+    for m in &mut msgs {
+        m.msg_hdr.msg_iov = &mut iov;
+        m.msg_hdr.msg_iovlen = 1;
+    }
+    while !stop.load(Ordering::Relaxed) {
+        // SAFETY: every mmsghdr points at `iov`, which points at `f`; all live for
+        // the call, and the count is msgs.len().
+        let n = unsafe { libc::sendmmsg(fd.as_raw_fd(), msgs.as_mut_ptr(), 64, 0) };
+        if n > 0 {
+            sent.fetch_add(u64::try_from(n)?, Ordering::Relaxed);
+        }
+    }
+    Ok(())
+}
+
+/// Frames per second from the host namespace into a VNIC, 64-byte frames. A
+/// measurement, not a pass/fail test: prints sent / uplink-received / delivered
+/// rates. Run with `cargo test --release -p quiver-integration --test af_xdp_uplink
+/// -- --ignored --nocapture`.
+#[test]
+#[ignore = "benchmark"]
+fn rate_namespace_to_vnic_64_bytes() -> Result<()> {
+    if !is_root() {
+        eprintln!("skipped: needs root for namespaces and XDP");
+        return Ok(());
+    }
+    let s = setup()?;
+    let mut g1 = guest(&s, "vm1", MAC1)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
+    let sender = {
+        let (ns, dev, stop, sent) = (
+            s.hns.name().to_owned(),
+            s.b.clone(),
+            stop.clone(),
+            sent.clone(),
+        );
+        std::thread::spawn(move || blast(&ns, &dev, &stop, &sent))
+    };
+    let uplink_rx = |v: &serde_json::Value| {
+        v["uplinks"]["up0"]["total"]["rx_packets"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    let mut got = 0u64;
+    let warmup = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < warmup {
+        if g1.recv_any(Duration::from_millis(10))?.is_some() {
+            got += 1;
+        }
+    }
+    let (t0, s0, st0) = (Instant::now(), sent.load(Ordering::Relaxed), s.q.stats()?);
+    let g0 = got;
+    while t0.elapsed() < Duration::from_secs(4) {
+        if g1.recv_any(Duration::from_millis(10))?.is_some() {
+            got += 1;
+        }
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let (s1, st1) = (sent.load(Ordering::Relaxed), s.q.stats()?);
+    stop.store(true, Ordering::Relaxed);
+    let _ = sender.join();
+    let rate = |a: u64, b: u64| (b.saturating_sub(a)) as f64 / secs;
+    println!(
+        "af_xdp 64 B namespace -> VNIC: sent {:.0}/s, uplink rx {:.0}/s, vm1 rx {:.0}/s (guest took {:.0}/s), vm1 no_rx_buffers {}",
+        rate(s0, s1),
+        rate(uplink_rx(&st0), uplink_rx(&st1)),
+        rate(vnic_total(&st0, "vm1", "rx_packets"), vnic_total(&st1, "vm1", "rx_packets")),
+        rate(g0, got),
+        st1["vnics"]["vm1"]["total"]["drops"]["no_rx_buffers"],
     );
     Ok(())
 }
