@@ -181,7 +181,7 @@ struct Routed {
     strip_tag: bool,
 }
 
-/// Delivers one burst; returns how many unicast frames the destination VNICs took
+/// Delivers one burst; returns how many frames (copies, for a flood) the VNICs took
 /// (measured on their RX counters, so another sender's frames to the same VNIC in the
 /// meantime count too: a hint for the source's back-off, not a statistic).
 fn deliver_burst(
@@ -285,7 +285,9 @@ fn deliver_burst(
             for port in view.map.flood_set(vlan) {
                 let attached = view.map.port(*port).and_then(|s| s.uplink) == Some(up.id);
                 if let (true, Some(dst)) = (attached, view.vnic(*port)) {
+                    let before = vnic_rx(dst);
                     deliver::to_vnic(dst, qi, &[item(i)]);
+                    accepted += vnic_rx(dst).wrapping_sub(before);
                 }
             }
             continue;
