@@ -175,12 +175,17 @@ fn run(args: Args) -> Result<()> {
                     match scenario::measure(&env, test, size, backend, run) {
                         Ok(s) => {
                             eprintln!(
-                                "{what}: {:.3} Mpps {:.2} Gbit/s, backend CPU {:.0}%, generator TX ring full {:.1}%, backend drops {}",
+                                "{what}: {:.3} Mpps {:.2} Gbit/s, backend CPU {:.0}% (others {:.0}% of it, {:.0}% of the generator's), generator TX ring full {:.1}%, RX polls full {:.1}%, backend drops {}{}{}",
                                 s.mpps(),
                                 s.gbps(),
                                 s.backend_cpu,
+                                s.backend_cpu_other,
+                                s.generator_cpu_other,
                                 s.gen_tx_full_pct(),
-                                s.backend_drops
+                                s.gen_rx_full_pct,
+                                s.backend_drops,
+                                if s.backend_bound() { "" } else { " [not backend-bound]" },
+                                if s.noisy() { " [noisy]" } else { "" },
                             );
                             samples.push(s);
                         }
