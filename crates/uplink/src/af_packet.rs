@@ -202,8 +202,18 @@ impl UplinkQueue for AfPacketQueue {
     /// Copies the next frame out of the ring: the 12-byte virtio_net_hdr (the
     /// kernel's 10 bytes + `num_buffers` 0) and the frame with its VLAN tag put
     /// back. Frames that do not fit `buf` are skipped and counted (`truncated`).
+    ///
+    /// With nothing to read, returns the socket's pending error if there is one
+    /// (ENETDOWN when the interface went down or away), clearing it: otherwise
+    /// poll(2) would keep reporting POLLERR and the poller would spin.
     fn recv(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
-        Ok(self.ring.recv(buf))
+        if let Some(n) = self.ring.recv(buf) {
+            return Ok(Some(n));
+        }
+        match packet_sys::take_error(self.fd.as_fd())? {
+            Some(err) => Err(err),
+            None => Ok(None),
+        }
     }
 
     /// One `sendmsg` of the frame, behind the first 10 bytes of the header.
@@ -731,6 +741,68 @@ mod tests {
         assert!(recv_all(&up, 1).is_empty(), "host TX not received");
         let counters = up.queues()[0].counters();
         assert_eq!((counters.truncated, counters.malformed), (0, 0));
+    }
+
+    fn poll_in(fd: RawFd, ms: c_int) -> libc::c_short {
+        let mut pfd = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd on the stack.
+        let r = unsafe { libc::poll(&mut pfd, 1, ms) };
+        if r > 0 {
+            pfd.revents
+        } else {
+            0
+        }
+    }
+
+    /// Link down: poll reports the error once, `recv` hands it over, and then
+    /// poll sleeps again instead of spinning on POLLERR; link up: frames flow.
+    #[test]
+    fn link_down_is_reported_once_and_link_up_resumes() {
+        if !is_root() {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let p = pair();
+        let mut c = cfg(&p.a, Some(p.ns_a.name()));
+        c.queues = 1;
+        let up = open_af_packet(&c).unwrap();
+        let q = &up.queues()[0];
+        let fd = q.rx_fd().unwrap();
+        let set = |state: &str| {
+            let out = p.ns_a.exec(&["ip", "link", "set", &p.a, state]).unwrap();
+            assert!(out.status.success());
+        };
+        set("down");
+        assert_ne!(poll_in(fd, 1000) & libc::POLLERR, 0, "error reported");
+        let mut buf = vec![0u8; 2048];
+        let err = q.recv(&mut buf).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::ENETDOWN));
+        assert_eq!(
+            poll_in(fd, 100),
+            0,
+            "no POLLERR spin after the error was taken"
+        );
+        assert!(q.recv(&mut buf).unwrap().is_none());
+
+        set("up");
+        let peer = peer_socket(&p);
+        let frame = eth([0x52, 0x54, 0, 0, 0, 1], 0x88b5, 60, 0x5a);
+        let deadline = Instant::now() + Duration::from_secs(3);
+        let mut got = None;
+        while got.is_none() && Instant::now() < deadline {
+            send_raw(&peer, &frame);
+            std::thread::sleep(Duration::from_millis(20));
+            while let Ok(Some(n)) = q.recv(&mut buf) {
+                if buf[VNET_HDR_LEN..n] == frame[..] {
+                    got = Some(n);
+                }
+            }
+        }
+        assert_eq!(got, Some(VNET_HDR_LEN + 60), "frames flow after link up");
     }
 
     #[test]

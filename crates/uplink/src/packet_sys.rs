@@ -385,6 +385,27 @@ pub(crate) fn get_stats(fd: BorrowedFd<'_>) -> io::Result<TpacketStatsV3> {
     unsafe { getsockopt::<TpacketStatsV3>(fd, PACKET_STATISTICS) }
 }
 
+/// `SO_ERROR`: the socket's pending error, which reading clears. The kernel sets
+/// ENETDOWN on a packet socket when its interface goes down or away, and poll(2)
+/// reports POLLERR until it is read.
+pub(crate) fn take_error(fd: BorrowedFd<'_>) -> io::Result<Option<io::Error>> {
+    let mut value: c_int = 0;
+    let mut len = socklen_t::try_from(size_of::<c_int>())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    // SAFETY: `fd` is borrowed, so open for the call; SO_ERROR writes one `int`
+    // into `value`, a live local, and its length into `len`.
+    cvt(unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ERROR,
+            (&mut value as *mut c_int).cast::<c_void>(),
+            &mut len,
+        )
+    })?;
+    Ok((value != 0).then(|| io::Error::from_raw_os_error(value)))
+}
+
 /// `bind(2)` to `ifindex`, receiving `protocol` (host byte order).
 pub(crate) fn bind(fd: BorrowedFd<'_>, ifindex: c_int, protocol: u16) -> io::Result<()> {
     let sll = SockaddrLl {
