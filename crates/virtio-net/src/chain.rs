@@ -5,7 +5,6 @@
 //! chain can visit at most `size` descriptors (loop guard). A failure is a bad chain:
 //! the caller completes it with used length 0 and carries on.
 
-use arrayvec::ArrayVec;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
 
 use crate::ring::SplitRing;
@@ -112,7 +111,7 @@ pub fn read_chain<'m>(
     }
     let mut out = DescChain {
         head,
-        segs: ArrayVec::new(),
+        segs: SegList::new(),
         len: 0,
     };
     let (addr, len, flags, _next) = read_desc(ring.desc_table(), head)?;

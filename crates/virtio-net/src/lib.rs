@@ -24,7 +24,7 @@ pub use features::{
 };
 pub use ring::{PopError, RingAddrs, RingError, SplitRing};
 pub use rx::{BadChains, RxError, RxOutcome, RxWriter};
-pub use segs::{copy_segs, SegList, MAX_FRAME_SEGS};
+pub use segs::{copy_segs, SegList, SegListFull, INLINE_SEGS, MAX_FRAME_SEGS};
 pub use tx::{TxError, TxFrame, TxReader};
 
 /// Guest memory as vhost-user-backend maps it (no dirty-page bitmap).

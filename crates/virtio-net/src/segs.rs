@@ -8,8 +8,64 @@ use crate::Slice;
 /// MAX_SKB_FRAGS + 2 (19) per TX chain; a longer chain is refused as a bad chain.
 pub const MAX_FRAME_SEGS: usize = 64;
 
-/// The mapped buffers of one frame, in order, without allocation.
-pub type SegList<'m> = ArrayVec<Slice<'m>, MAX_FRAME_SEGS>;
+/// Segments kept inline. Frames from Linux and DPDK span 1-3 buffers; a list sits in
+/// every frame of a burst, so a 64-entry inline array (1.5 KiB) would be copied with
+/// each frame and made a worker's burst state ~100 KiB of stack.
+pub const INLINE_SEGS: usize = 8;
+
+/// The mapped buffers of one frame, in order: inline up to `INLINE_SEGS` (no
+/// allocation), on the heap beyond, at most `MAX_FRAME_SEGS`.
+pub enum SegList<'m> {
+    Inline(ArrayVec<Slice<'m>, INLINE_SEGS>),
+    Spilled(Vec<Slice<'m>>),
+}
+
+/// The list already holds `MAX_FRAME_SEGS` segments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegListFull;
+
+impl<'m> SegList<'m> {
+    pub fn new() -> Self {
+        SegList::Inline(ArrayVec::new())
+    }
+
+    /// Appends `seg`, moving to the heap when the inline space runs out.
+    pub fn try_push(&mut self, seg: Slice<'m>) -> Result<(), SegListFull> {
+        match self {
+            SegList::Inline(v) => {
+                if let Err(e) = v.try_push(seg) {
+                    let mut heap = Vec::with_capacity(MAX_FRAME_SEGS);
+                    heap.extend(v.drain(..));
+                    heap.push(e.element());
+                    *self = SegList::Spilled(heap);
+                }
+                Ok(())
+            }
+            SegList::Spilled(v) if v.len() < MAX_FRAME_SEGS => {
+                v.push(seg);
+                Ok(())
+            }
+            SegList::Spilled(_) => Err(SegListFull),
+        }
+    }
+}
+
+impl Default for SegList<'_> {
+    fn default() -> Self {
+        SegList::new()
+    }
+}
+
+impl<'m> std::ops::Deref for SegList<'m> {
+    type Target = [Slice<'m>];
+
+    fn deref(&self) -> &Self::Target {
+        match self {
+            SegList::Inline(v) => v,
+            SegList::Spilled(v) => v,
+        }
+    }
+}
 
 /// Copies up to `len` bytes from `src` (starting `src_off` bytes in) into `dst`
 /// (starting `dst_off` bytes in). Returns the bytes copied: less than `len` only when
@@ -61,6 +117,34 @@ pub fn copy_segs(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn seg_list_spills_past_the_inline_space_and_stops_at_the_maximum() {
+        let mut bufs = vec![[0u8; 4]; MAX_FRAME_SEGS + 1];
+        let mut it = bufs.iter_mut();
+        let mut l = SegList::new();
+        for _ in 0..INLINE_SEGS {
+            l.try_push(Slice::from(&mut it.next().expect("buf")[..]))
+                .expect("room");
+        }
+        assert!(matches!(l, SegList::Inline(_)));
+        for _ in INLINE_SEGS..MAX_FRAME_SEGS {
+            l.try_push(Slice::from(&mut it.next().expect("buf")[..]))
+                .expect("room");
+        }
+        assert!(matches!(l, SegList::Spilled(_)));
+        assert_eq!(l.len(), MAX_FRAME_SEGS);
+        assert_eq!(
+            l.try_push(Slice::from(&mut it.next().expect("buf")[..])),
+            Err(SegListFull)
+        );
+    }
+
+    #[test]
+    fn seg_list_stays_small() {
+        // A frame of a burst carries one; keep it well under a cache-line-y budget.
+        assert!(std::mem::size_of::<SegList<'_>>() <= 256);
+    }
 
     #[test]
     fn copies_across_uneven_segments_with_offsets() {

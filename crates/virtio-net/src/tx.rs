@@ -101,14 +101,14 @@ impl TxReader {
         // Cut the header off the front, however it was split.
         let mut segs = SegList::new();
         let mut skip = VIRTIO_NET_HDR_LEN;
-        for seg in chain.segs {
+        for seg in chain.segs.iter() {
             if skip >= seg.len() {
                 skip -= seg.len();
                 continue;
             }
-            // In range: skip < seg.len().
+            // In range: skip < seg.len(); no more segments than the chain had.
             if let Ok(rest) = seg.offset(skip) {
-                segs.push(rest);
+                let _ = segs.try_push(rest);
             }
             skip = 0;
         }
