@@ -136,6 +136,45 @@ fn reconnecting_one_vnic_does_not_disturb_another() -> Result<()> {
     Ok(())
 }
 
+/// Open descriptors of process `pid`.
+fn open_fds(pid: i32) -> Result<usize> {
+    Ok(std::fs::read_dir(format!("/proc/{pid}/fd"))?.count())
+}
+
+/// Waits until quiverd counts `n` disconnects of `vnic`.
+fn wait_disconnects(q: &Quiverd, vnic: &str, n: u64) -> Result<()> {
+    q.wait_stats("disconnect", WAIT, |s| {
+        s["vnics"][vnic]["disconnects"].as_u64() == Some(n)
+    })?;
+    Ok(())
+}
+
+#[test]
+fn reconnects_leave_no_descriptors_behind() -> Result<()> {
+    let q = Quiverd::start("fdleak", &vnic("vm1", 1, "queue_pairs = 2"))?;
+    // One connection first: anything opened once (lazily) is then open already.
+    connect(&q, "vm1", MAC1, 2)?.disconnect();
+    wait_disconnects(&q, "vm1", 1)?;
+    let before = open_fds(q.pid())?;
+    for round in 2..=11 {
+        connect(&q, "vm1", MAC1, 2)?.disconnect();
+        wait_disconnects(&q, "vm1", round)?;
+    }
+    // The session thread tears the old device down right after counting the
+    // disconnect; give it a moment.
+    let deadline = std::time::Instant::now() + WAIT;
+    let mut after = open_fds(q.pid())?;
+    while after > before && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        after = open_fds(q.pid())?;
+    }
+    ensure!(
+        after <= before,
+        "quiverd had {before} descriptors open after one connection, {after} after ten more"
+    );
+    Ok(())
+}
+
 #[test]
 fn sighup_adds_and_removes_a_vnic_without_touching_the_others() -> Result<()> {
     let two = [vnic("vm1", 1, ""), vnic("vm2", 2, "")].concat();

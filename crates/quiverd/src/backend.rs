@@ -5,6 +5,7 @@
 //! workers of one device never contend.
 
 use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
@@ -42,6 +43,27 @@ struct Inner {
     /// Set right after vhost-user-backend has created the vrings (see `vring`).
     conn: OnceLock<Arc<Conn>>,
     workers: Box<[Mutex<Worker>]>,
+    /// The exit eventfds handed to vhost-user-backend, which registers them in its
+    /// workers' epolls with `into_raw_fd` and never closes them (0.24): closed when
+    /// the last clone of the backend goes, or every reconnect would leak one.
+    exit_fds: Mutex<Vec<RawFd>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let fds = std::mem::take(
+            self.exit_fds
+                .get_mut()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        for fd in fds {
+            // SAFETY: `fd` is the consumer end created in `exit_event`. vhost-user-backend
+            // turned it into a raw fd it never closes; its only user, a worker's epoll
+            // handler, held a clone of this backend, so it is gone now. The fd stayed
+            // open until here (its number cannot have been reused) and is closed once.
+            drop(unsafe { <OwnedFd as FromRawFd>::from_raw_fd(fd) });
+        }
+    }
 }
 
 /// The device for one connection (fresh per connection: no state leaks across guests).
@@ -60,11 +82,12 @@ impl NetBackend {
             fabric,
             conn: OnceLock::new(),
             workers,
+            exit_fds: Mutex::new(Vec::new()),
         }))
     }
 
     /// Each worker's reclaim deadline timer, by worker (thread) index.
-    pub fn timer_fds(&self) -> Vec<Option<std::os::fd::RawFd>> {
+    pub fn timer_fds(&self) -> Vec<Option<RawFd>> {
         self.0
             .workers
             .iter()
@@ -146,7 +169,14 @@ impl VhostUserBackend for NetBackend {
 
     fn exit_event(&self, _thread_index: usize) -> Option<(EventConsumer, EventNotifier)> {
         match new_event_consumer_and_notifier(EventFlag::NONBLOCK | EventFlag::CLOEXEC) {
-            Ok(pair) => Some(pair),
+            Ok(pair) => {
+                self.0
+                    .exit_fds
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(pair.0.as_raw_fd());
+                Some(pair)
+            }
             Err(e) => {
                 log::error!(
                     "{}: cannot create a worker exit event: {e}",

@@ -139,8 +139,42 @@ fn main() -> ExitCode {
     }
 }
 
+/// Raises the soft limit of open files to the hard limit: each connected VNIC holds
+/// ~17 descriptors (socket, eventfds, memory regions), so the common soft limit of
+/// 1024 would stop at ~60 VNICs. Returns the limit in effect.
+fn raise_fd_limit() -> Option<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one `struct rlimit` into `lim`, a live local.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return None;
+    }
+    if lim.rlim_cur < lim.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: setrlimit reads one `struct rlimit` from `raised`, a live local.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            lim = raised;
+        }
+    }
+    Some(lim.rlim_cur)
+}
+
 fn run(path: &std::path::Path, stats_file: Option<&std::path::Path>) -> anyhow::Result<()> {
     let cfg = Config::load(path)?;
+    match raise_fd_limit() {
+        Some(n) if n < 32 * (cfg.vnics.len() as u64 + 8) => log::warn!(
+            "open-file limit {n} is low for {} VNICs (~17 descriptors each when connected): \
+             raise it (ulimit -n, LimitNOFILE=)",
+            cfg.vnics.len()
+        ),
+        Some(n) => log::debug!("open-file limit {n}"),
+        None => {}
+    }
     let mut signals = signal_hook::iterator::Signals::new([SIGHUP, SIGINT, SIGTERM, SIGUSR1])?;
     let mut daemon = Daemon::start(&cfg).map_err(|e| anyhow::anyhow!(report(&e)))?;
     log::info!(

@@ -329,6 +329,10 @@ fn serve(
         vnic.events.disconnects.fetch_add(1, Ordering::Relaxed);
         match result {
             Ok(()) => log::info!("{name}: front-end disconnected"),
+            // A front-end that closes its socket (VM shut down, QEMU killed) is routine.
+            Err(e) if e.to_string().contains("disconnected") => {
+                log::info!("{name}: front-end disconnected ({e})")
+            }
             Err(e) => log::warn!("{name}: front-end connection ended: {e}"),
         }
         // Dropping the daemon stops and joins its workers; the relay then ends.

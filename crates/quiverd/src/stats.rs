@@ -58,9 +58,11 @@ pub fn snapshot(d: &Daemon) -> Value {
 pub fn write(d: &Daemon, path: &Path) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     {
-        let mut f = std::fs::File::create(&tmp)?;
+        // One write per 64 KiB, not one per JSON token (256 VNICs: ~350 KB a second).
+        let mut f = std::io::BufWriter::with_capacity(64 * 1024, std::fs::File::create(&tmp)?);
         serde_json::to_writer_pretty(&mut f, &snapshot(d))?;
         f.write_all(b"\n")?;
+        f.flush()?;
     }
     std::fs::rename(&tmp, path)
 }
