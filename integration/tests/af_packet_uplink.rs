@@ -565,6 +565,28 @@ fn vlan_tagged_frames_reach_the_access_vlan_vnic_only() -> Result<()> {
     Ok(())
 }
 
+#[test]
+fn a_missing_interface_stops_quiverd_with_a_message_naming_it() -> Result<()> {
+    if !is_root() {
+        eprintln!("skipped: needs root for AF_PACKET");
+        return Ok(());
+    }
+    let ifname = unique_name("qno");
+    let cfg = format!(
+        "[[uplink]]\nname = \"up0\"\nkind = \"af_packet\"\nifname = \"{ifname}\"\nqueues = 2\n\n\
+         [[vnic]]\nname = \"vm1\"\nsocket = \"@DIR@/vm1.sock\"\nmac = \"52:54:00:00:00:01\"\nuplink = \"up0\"\n"
+    );
+    let Err(err) = Quiverd::start("afpno", &cfg) else {
+        bail!("quiverd started on a missing interface");
+    };
+    let text = format!("{err:#}");
+    ensure!(
+        text.contains(&format!("interface {ifname} not found")) && text.contains("never creates"),
+        "{text}"
+    );
+    Ok(())
+}
+
 /// A quick rate figure, not a pass/fail check: 64-byte frames from a raw socket in
 /// the namespace to vm1 for 3 s (`cargo test ... -- --ignored --nocapture`). The
 /// sender, quiverd's pollers and the testdriver guest share the machine's CPUs.
