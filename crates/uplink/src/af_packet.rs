@@ -19,6 +19,15 @@
 //!
 //! TX is one `sendmsg` per frame on the queue's socket (no TX ring), with the
 //! 10-byte virtio_net_hdr the kernel expects, taken from our 12-byte one.
+//!
+//! Offloads (PACKET_VNET_HDR, as on a TAP with TUN_F_CSUM|TSO4|TSO6): received
+//! frames carry NEEDS_CSUM with csum_start/csum_offset when the sender left the
+//! checksum to the "NIC" (a veth peer's stack does), and GSO super-frames
+//! (TCPv4/v6; the kernel also reports UDP_L4 for UDP_SEGMENT senders) arrive
+//! whole with gso_type/gso_size, up to 64 KiB: the default 128 KiB blocks hold
+//! them. On TX the kernel completes checksums and segments what the device
+//! cannot take. The kernel reads and writes this header in host byte order,
+//! which is VIRTIO 1.x's little endian on the hosts quiver runs on.
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
