@@ -87,6 +87,12 @@ pub enum AfXdpError {
         #[source]
         source: NetnsError,
     },
+    #[error("not permitted to load the XDP classifier for {ifname}: needs root (CAP_BPF and CAP_NET_ADMIN); {SUGGESTION}")]
+    NotPermitted {
+        ifname: String,
+        #[source]
+        source: Box<EbpfError>,
+    },
     #[error("cannot load the XDP classifier for {ifname} ({SUGGESTION})")]
     Load {
         ifname: String,
@@ -354,6 +360,20 @@ fn chain(e: &dyn std::error::Error) -> String {
     s
 }
 
+/// Whether an EPERM / EACCES is somewhere in `e`'s chain of causes.
+fn permission_denied(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(e);
+    while let Some(c) = cause {
+        if c.downcast_ref::<io::Error>()
+            .is_some_and(|io| io.kind() == io::ErrorKind::PermissionDenied)
+        {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
+}
+
 fn if_index(ifname: &str) -> Result<u32, AfXdpError> {
     let missing = || AfXdpError::NoSuchInterface {
         ifname: ifname.to_owned(),
@@ -370,12 +390,19 @@ fn if_index(ifname: &str) -> Result<u32, AfXdpError> {
 fn open_here(cfg: &AfXdpConfig) -> Result<AfXdp, AfXdpError> {
     let ifname = cfg.ifname.clone();
     let ifindex = if_index(&ifname)?;
-    let mut program = EbpfLoader::new()
-        .load(CLASSIFY_O)
-        .map_err(|source| AfXdpError::Load {
-            ifname: ifname.clone(),
-            source: Box::new(source),
-        })?;
+    let mut program = EbpfLoader::new().load(CLASSIFY_O).map_err(|source| {
+        if permission_denied(&source) {
+            AfXdpError::NotPermitted {
+                ifname: ifname.clone(),
+                source: Box::new(source),
+            }
+        } else {
+            AfXdpError::Load {
+                ifname: ifname.clone(),
+                source: Box::new(source),
+            }
+        }
+    })?;
     let map_err = |map: &'static str| {
         let ifname = ifname.clone();
         move |source| AfXdpError::Map {
@@ -470,6 +497,21 @@ mod tests {
     fn class_key_matches_the_c_struct() {
         assert_eq!(size_of::<ClassKey>(), 8);
         assert_eq!(offset_of!(ClassKey, vlan), 6);
+    }
+
+    #[test]
+    fn permission_errors_are_found_anywhere_in_the_chain() {
+        let eperm = io::Error::from_raw_os_error(libc::EPERM);
+        assert!(permission_denied(&eperm));
+        let wrapped = AfXdpError::Socket {
+            ifname: "x".into(),
+            queue: 0,
+            source: XskError::Socket(io::Error::from_raw_os_error(libc::EACCES)),
+        };
+        assert!(permission_denied(&wrapped));
+        assert!(!permission_denied(&io::Error::from_raw_os_error(
+            libc::EINVAL
+        )));
     }
 
     #[test]
@@ -579,7 +621,10 @@ mod tests {
     fn classify_on_veth(mode: XdpMode) {
         let ns = netns::NetnsGuard::new(netns::unique_name("qvx")).unwrap();
         // No IPv6 on the pair: its ND / MLD frames would muddle the counts.
-        ns_ok(&ns, &["sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1"]);
+        ns_ok(
+            &ns,
+            &["sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1"],
+        );
         ns_ok(
             &ns,
             &[
