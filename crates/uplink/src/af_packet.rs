@@ -898,6 +898,69 @@ mod tests {
         assert_eq!(u16::from_le_bytes([hdr[8], hdr[9]]), 6, "csum_offset (UDP)");
     }
 
+    /// A TCP stream from the peer's stack crosses the veth as TSO super-frames:
+    /// they arrive whole, larger than the MTU, with gso_type TCPv4 and gso_size.
+    #[test]
+    fn tso_super_frames_arrive_whole_with_gso_info() {
+        if !is_root() {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let p = pair();
+        let up = open_af_packet(&cfg(&p.a, Some(p.ns_a.name()))).unwrap();
+        let run = |ns: &NetnsGuard, args: &[&str]| {
+            let out = ns.exec(args).unwrap();
+            assert!(out.status.success(), "{args:?}: {out:?}");
+        };
+        run(&p.ns_a, &["ip", "addr", "add", "10.9.8.2/24", "dev", &p.a]);
+        run(&p.ns_b, &["ip", "addr", "add", "10.9.8.1/24", "dev", &p.b]);
+        let server = std::process::Command::new("ip")
+            .args(["netns", "exec", p.ns_a.name(), "python3", "-c"])
+            .arg(
+                "import socket\nl=socket.socket()\nl.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n\
+                 l.bind(('10.9.8.2',5001))\nl.listen(1)\nl.settimeout(5)\nc,_=l.accept()\n\
+                 n=0\nwhile n<2000000:\n  b=c.recv(65536)\n  if not b: break\n  n+=len(b)\n",
+            )
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        run(
+            &p.ns_b,
+            &[
+                "python3",
+                "-c",
+                "import socket\ns=socket.create_connection(('10.9.8.2',5001),timeout=5)\n\
+                 s.sendall(bytes(2000000))\ns.close()",
+            ],
+        );
+        let mut buf = vec![0u8; 70_000];
+        let mut biggest = (0usize, [0u8; 12]);
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < deadline {
+            for q in up.queues() {
+                while let Some(n) = q.recv(&mut buf).unwrap() {
+                    if n > biggest.0 {
+                        biggest.0 = n;
+                        biggest.1.copy_from_slice(&buf[..12]);
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let mut server = server;
+        let _ = server.wait();
+        let (len, hdr) = biggest;
+        assert!(len > VNET_HDR_LEN + 1514, "no super-frame, largest {len}");
+        assert_eq!(hdr[1] & 0x7f, 1, "gso_type TCPv4: {hdr:02x?}");
+        assert!(
+            u16::from_le_bytes([hdr[4], hdr[5]]) > 0,
+            "gso_size: {hdr:02x?}"
+        );
+        assert_eq!(hdr[0] & 1, 1, "NEEDS_CSUM: {hdr:02x?}");
+        let counters = up.queues()[0].counters();
+        assert_eq!((counters.truncated, counters.malformed), (0, 0));
+    }
+
     #[test]
     fn missing_interface_and_namespace_are_named() {
         if !is_root() {
