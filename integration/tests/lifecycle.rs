@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::{ensure, Context, Result};
 use quiver_integration::{vnic_all_drops, vnic_total, Quiverd};
 use quiver_testdriver::{parse_seq_frame, seq_frame, DriverConfig, Guest};
+use quiver_uplink::netns::{unique_name, NetnsGuard};
 
 const MAC1: [u8; 6] = [0x52, 0x54, 0, 0, 0, 1];
 const MAC2: [u8; 6] = [0x52, 0x54, 0, 0, 0, 2];
@@ -171,6 +172,79 @@ fn reconnects_leave_no_descriptors_behind() -> Result<()> {
     ensure!(
         after <= before,
         "quiverd had {before} descriptors open after one connection, {after} after ten more"
+    );
+    Ok(())
+}
+
+/// `(held rings, path)` of a VNIC in quiverd's stats.
+fn rings(s: &serde_json::Value, vnic: &str) -> (Vec<u64>, String) {
+    let r = &s["vnics"][vnic]["rings"];
+    let held = r["held"]
+        .as_array()
+        .map(|a| a.iter().filter_map(serde_json::Value::as_u64).collect())
+        .unwrap_or_default();
+    (held, r["path"].as_str().unwrap_or("").to_string())
+}
+
+#[test]
+fn dedicated_rings_move_on_reload_while_traffic_flows() -> Result<()> {
+    let ns = NetnsGuard::new(unique_name("qrn"))?;
+    let uplink = format!(
+        "[[uplink]]\nname = \"up0\"\nkind = \"tap\"\nifname = \"{}\"\nqueues = 4\nnetns = \"{}\"\n\n",
+        unique_name("qr"),
+        ns.name()
+    );
+    let on_uplink = "uplink = \"up0\"\nrings = 2";
+    // Asked in this order: vm3 gets rings 1 and 2, vm1 the last one (3), vm2 none.
+    let cfg = |with_vm3: bool| {
+        let vm3 = if with_vm3 {
+            vnic("vm3", 3, on_uplink)
+        } else {
+            String::new()
+        };
+        format!(
+            "{uplink}{vm3}{}{}",
+            vnic("vm1", 1, on_uplink),
+            vnic("vm2", 2, on_uplink)
+        )
+    };
+    let q = Quiverd::start("rings", &cfg(true))?;
+    let s = q.stats()?;
+    ensure!(rings(&s, "vm3").0 == [1, 2], "vm3: {s:#}");
+    ensure!(rings(&s, "vm1").0 == [3], "vm1: {s:#}");
+    ensure!(
+        rings(&s, "vm2") == (vec![], "software".into()),
+        "vm2: {s:#}"
+    );
+    let mut g1 = connect(&q, "vm1", MAC1, 1)?;
+    let mut g2 = connect(&q, "vm2", MAC2, 1)?;
+    let mut st = Stream {
+        next_tx: 0,
+        next_rx: 0,
+    };
+    st.window(&mut g1, &mut g2, 64, || Ok(()))?;
+    // Frames the namespace sent before the guests were up may count as not_ready:
+    // what counts is that nothing drops from here on.
+    let base = q.stats()?;
+    let drops = |s: &serde_json::Value| vnic_all_drops(s, "vm1") + vnic_all_drops(s, "vm2");
+    // vm3 goes while vm1 streams to vm2: vm1 gets a second ring, vm2 is promoted.
+    st.window(&mut g1, &mut g2, 64, || q.reload(&cfg(false)))?;
+    let s = q.wait_stats("vm3 removed", WAIT, |s| s["vnics"]["vm3"].is_null())?;
+    ensure!(rings(&s, "vm1").0 == [1, 3], "vm1 after reload: {s:#}");
+    ensure!(rings(&s, "vm2").0 == [2], "vm2 after reload: {s:#}");
+    for _ in 0..4 {
+        st.window(&mut g1, &mut g2, 64, || Ok(()))?;
+    }
+    let s = q.stats()?;
+    ensure!(drops(&s) == drops(&base), "drops: {s:#}");
+    ensure!(
+        s["vnics"]["vm1"]["connects"].as_u64() == Some(1)
+            && s["vnics"]["vm2"]["connects"].as_u64() == Some(1),
+        "a VNIC was reconnected: {s:#}"
+    );
+    ensure!(
+        vnic_total(&s, "vm2", "rx_packets") >= st.next_tx,
+        "vm2 rx: {s:#}"
     );
     Ok(())
 }

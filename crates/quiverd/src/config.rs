@@ -122,6 +122,7 @@ struct RawVnic {
     #[serde(default)]
     allow_spoof: bool,
     tx_reclaim: Option<String>,
+    rings: Option<u32>,
 }
 
 /// A validated uplink.
@@ -149,6 +150,8 @@ pub struct SourceSettings {
     pub frame_len: usize,
 }
 
+/// Most dedicated rings one VNIC may ask for.
+const MAX_RINGS: u32 = 64;
 /// Source MAC of generated frames unless `source_src` says otherwise: locally
 /// administered, so it never collides with a vendor's.
 pub const DEFAULT_SOURCE_SRC: MacAddr = MacAddr([0x02, 0x00, 0x00, 0x00, 0x00, 0xfe]);
@@ -174,6 +177,18 @@ pub struct VnicConfig {
     pub allow_spoof: bool,
     /// When the guest's transmitted chains are handed back (`reclaim.rs`).
     pub tx_reclaim: ReclaimPolicy,
+    /// Dedicated uplink RX rings wanted (0 = the shared group).
+    pub rings: u16,
+}
+
+impl VnicConfig {
+    /// Equal but for `rings`, which changes at run time without restarting the VNIC.
+    pub fn same_but_rings(&self, other: &VnicConfig) -> bool {
+        VnicConfig {
+            rings: other.rings,
+            ..self.clone()
+        } == *other
+    }
 }
 
 impl VnicConfig {
@@ -373,6 +388,16 @@ impl Config {
             if !sockets.insert(v.socket.clone()) {
                 return Err(ctx.err(at("socket"), "used by another VNIC"));
             }
+            let rings = v.rings.unwrap_or(0);
+            if rings > MAX_RINGS {
+                return Err(ctx.err(at("rings"), format!("{rings} is outside 0..={MAX_RINGS}")));
+            }
+            if rings > 0 && v.uplink.is_none() {
+                return Err(ctx.err(
+                    at("rings"),
+                    "dedicated rings are uplink rings: set `uplink` too, or rings = 0",
+                ));
+            }
             let tx_reclaim = match v.tx_reclaim.as_deref() {
                 None => ReclaimPolicy::default(),
                 Some(p) => p.parse().map_err(|_e| {
@@ -471,6 +496,7 @@ impl Config {
                 mtu: u16::try_from(mtu).unwrap_or(1500),
                 allow_spoof: v.allow_spoof,
                 tx_reclaim,
+                rings: u16::try_from(rings).unwrap_or(0),
             });
         }
         Ok(cfg)
@@ -931,6 +957,29 @@ netns = "hostside"
             .expect_err("bad policy");
         assert_eq!(e.field, "vnic[0] (a).tx_reclaim");
         assert!(e.reason.contains("\"lazy\""), "{e}");
+    }
+
+    #[test]
+    fn rings_need_an_uplink_and_a_sane_count() {
+        let base = "[[uplink]]\nname = \"up0\"\nkind = \"none\"\n\n[[vnic]]\nname = \"a\"\nsocket = \"/tmp/a.sock\"\nmac = \"52:54:00:00:00:01\"\n";
+        let cfg = Config::parse("t.toml", &format!("{base}uplink = \"up0\"\nrings = 2\n"))
+            .expect("valid");
+        assert_eq!(cfg.vnics[0].rings, 2);
+        assert_eq!(
+            Config::parse("t.toml", base).expect("valid").vnics[0].rings,
+            0
+        );
+        let e = Config::parse("t.toml", &format!("{base}rings = 2\n")).expect_err("no uplink");
+        assert_eq!(e.field, "vnic[0] (a).rings");
+        let e = Config::parse("t.toml", &format!("{base}uplink = \"up0\"\nrings = 65\n"))
+            .expect_err("too many");
+        assert!(e.reason.contains("0..=64"), "{e}");
+        let a = &cfg.vnics[0];
+        let b = VnicConfig {
+            rings: 0,
+            ..a.clone()
+        };
+        assert!(a.same_but_rings(&b) && a != &b);
     }
 
     #[test]

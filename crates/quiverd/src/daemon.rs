@@ -263,7 +263,7 @@ impl Daemon {
                     (Some(old), Some(new)) => Arc::ptr_eq(&old.port, new),
                     _ => false,
                 },
-            } && r.vnic.cfg == *v;
+            } && r.vnic.cfg.same_but_rings(v);
             match self.vnics.get(&v.name) {
                 Some(r) if same_uplink(r) => {
                     kept.insert(v.name.clone(), r.vnic.clone());
@@ -332,6 +332,24 @@ impl Daemon {
             uplink_table[i] = Some(u.clone());
         }
         self.fabric.publish(map, table, uplink_table);
+        // Rings: removed VNICs give theirs back, kept ones keep their place in the
+        // queue, new ones queue behind; steering rules follow.
+        for (name, port) in &next_uplinks {
+            let on_uplink = |v: &&VnicConfig| v.uplink.as_deref() == Some(name.as_str());
+            let mut order: Vec<&VnicConfig> = cfg
+                .vnics
+                .iter()
+                .filter(on_uplink)
+                .filter(|v| kept.contains_key(&v.name))
+                .collect();
+            order.extend(
+                cfg.vnics
+                    .iter()
+                    .filter(on_uplink)
+                    .filter(|v| !kept.contains_key(&v.name)),
+            );
+            port.assign_rings(&order);
+        }
 
         // Uplinks: stop pollers of removed/replaced ones, start new ones.
         let names: Vec<String> = self.uplinks.keys().cloned().collect();

@@ -32,6 +32,7 @@ pub fn snapshot(d: &Daemon) -> Value {
                 },
                 "total": total,
                 "queues": queues,
+                "rings": rings_of(d, &v.cfg),
             }),
         );
     }
@@ -52,6 +53,20 @@ pub fn snapshot(d: &Daemon) -> Value {
         "learn_overflow": learner.learn_overflow(),
         "mac_conflict": learner.mac_conflict(),
     })
+}
+
+/// The uplink rings a VNIC holds and how its frames reach it (`null` without an
+/// uplink).
+fn rings_of(d: &Daemon, v: &crate::config::VnicConfig) -> Value {
+    let Some(port) = v
+        .uplink
+        .as_deref()
+        .and_then(|u| d.uplinks().find(|p| p.cfg.name == u))
+    else {
+        return Value::Null;
+    };
+    let r = port.ring_status(&v.name);
+    json!({ "wanted": r.wanted, "held": r.held, "path": r.path })
 }
 
 /// Writes the snapshot atomically (temp file + rename).

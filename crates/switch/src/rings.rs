@@ -80,6 +80,11 @@ impl<K: Ord + Clone> RingTable<K> {
         }
     }
 
+    /// The VNICs in the table (asked for rings at some point, not removed).
+    pub fn vnics(&self) -> impl Iterator<Item = &K> {
+        self.wanted.keys()
+    }
+
     /// Rings `vnic` asked for (0 if unknown).
     pub fn wanted(&self, vnic: &K) -> usize {
         self.wanted.get(vnic).map_or(0, |w| w.1)

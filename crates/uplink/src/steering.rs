@@ -163,6 +163,20 @@ pub trait FlowSteering: Send {
     fn remove(&self, location: u32) -> Result<(), SteerError>;
 }
 
+impl<T: FlowSteering + ?Sized> FlowSteering for Box<T> {
+    fn probe(&self) -> Result<(), SteerError> {
+        (**self).probe()
+    }
+
+    fn insert(&self, rule: &MacRule) -> Result<u32, SteerError> {
+        (**self).insert(rule)
+    }
+
+    fn remove(&self, location: u32) -> Result<(), SteerError> {
+        (**self).remove(location)
+    }
+}
+
 /// Rules through SIOCETHTOOL on a real interface.
 pub struct EthtoolSteering {
     ifname: String,
