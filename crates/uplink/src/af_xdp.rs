@@ -468,6 +468,18 @@ fn open_here(cfg: &AfXdpConfig) -> Result<AfXdp, AfXdpError> {
                 source: Box::new(source),
             })?;
     }
+    // An AF_XDP socket sees only the queue it is bound to: frames the NIC (RSS)
+    // puts on a queue without a socket reach the kernel, not the VNICs.
+    match crate::xsk::rx_queue_count(&ifname) {
+        Ok(n) if usize::try_from(n).is_ok_and(|n| n > queues.len()) => log::warn!(
+            "af_xdp {ifname}: the interface has {n} receive queues but queues = {}: frames \
+             arriving on queues {}..{n} bypass quiverd (set queues = {n}, or `ethtool -L {ifname}`)",
+            queues.len(),
+            queues.len()
+        ),
+        Ok(_) => {}
+        Err(e) => log::debug!("af_xdp {ifname}: cannot read its channel count: {e}"),
+    }
     let zero_copy = queues.iter().all(|q| q.xsk.mode() == BindMode::ZeroCopy);
     log::info!(
         "af_xdp {ifname}: {} queue(s), XDP {} mode, {}",
@@ -657,6 +669,9 @@ mod tests {
         })
         .unwrap();
         assert_eq!(up.mode(), mode);
+        // What the queue-count warning compares against (`ethtool -l`).
+        let rx_queues = netns::run_in(ns.name(), || crate::xsk::rx_queue_count("xa"));
+        assert_eq!(rx_queues.unwrap().unwrap(), 2);
         assert!(!up.capabilities().vnet_hdr);
         let mac = [0x52, 0x54, 0, 0, 0, 9];
         up.set_classes(&[(mac, 0), ([0x52, 0x54, 0, 0, 0, 10], 7)])

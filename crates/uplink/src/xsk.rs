@@ -24,6 +24,8 @@ use std::sync::{Mutex, MutexGuard};
 use crate::uplink::VNET_HDR_LEN;
 use sys::{Mmap, MmapOffsets, RingOffset, RingOpt, SockaddrXdp, UmemReg, XdpDesc};
 
+pub(crate) use sys::rx_queue_count;
+
 /// Bytes per UMEM frame (the kernel's default chunk size; copy mode and the
 /// aligned-chunk mode need a power of two between 2048 and the page size).
 pub(crate) const FRAME_SIZE: usize = CHUNK_SIZE as usize;

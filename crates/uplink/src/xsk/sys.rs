@@ -246,6 +246,67 @@ pub(crate) fn kick_rx(fd: BorrowedFd<'_>) {
     };
 }
 
+/// `struct ethtool_channels` (`<linux/ethtool.h>`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct EthtoolChannels {
+    pub cmd: u32,
+    pub max_rx: u32,
+    pub max_tx: u32,
+    pub max_other: u32,
+    pub max_combined: u32,
+    pub rx_count: u32,
+    pub tx_count: u32,
+    pub other_count: u32,
+    pub combined_count: u32,
+}
+
+/// `ETHTOOL_GCHANNELS`.
+const ETHTOOL_GCHANNELS: u32 = 0x3c;
+
+/// `struct ifreq` with the `ifr_data` pointer member, for SIOCETHTOOL.
+#[repr(C)]
+struct IfReqData {
+    name: [u8; crate::sys::IFNAMSIZ],
+    data: *mut c_void,
+    _pad: [u64; 2],
+}
+
+/// Receive queues of `ifname` in the calling thread's network namespace, as the
+/// driver reports them (`ethtool -l`): dedicated RX channels plus combined ones.
+pub(crate) fn rx_queue_count(ifname: &str) -> io::Result<u32> {
+    let mut ch = EthtoolChannels {
+        cmd: ETHTOOL_GCHANNELS,
+        ..EthtoolChannels::default()
+    };
+    let mut ifr = IfReqData {
+        name: [0; crate::sys::IFNAMSIZ],
+        data: (&mut ch as *mut EthtoolChannels).cast(),
+        _pad: [0; 2],
+    };
+    let len = ifname.len().min(crate::sys::IFNAMSIZ - 1);
+    ifr.name[..len].copy_from_slice(&ifname.as_bytes()[..len]);
+    // SAFETY: plain syscall with integer arguments; no memory of ours is passed.
+    let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if raw < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `raw` was just returned by socket(2) and is owned by nobody else.
+    let sock = unsafe { OwnedFd::from_raw_fd(raw) };
+    // SAFETY: `sock` is open for the call; SIOCETHTOOL reads the ifreq (a live
+    // repr(C) struct with a NUL-terminated name) and, for ETHTOOL_GCHANNELS,
+    // reads and writes one `struct ethtool_channels` through `ifr.data`, which
+    // points at the live, exclusively borrowed `ch`.
+    check(unsafe {
+        libc::ioctl(
+            sock.as_raw_fd(),
+            libc::SIOCETHTOOL,
+            &mut ifr as *mut IfReqData,
+        )
+    })?;
+    Ok(ch.rx_count.saturating_add(ch.combined_count))
+}
+
 fn socklen(n: usize) -> socklen_t {
     // Every size passed here is a small struct size, far below socklen_t::MAX.
     socklen_t::try_from(n).unwrap_or(socklen_t::MAX)
@@ -386,6 +447,22 @@ mod tests {
         assert_eq!(size_of::<XdpDesc>(), size_of::<libc::xdp_desc>());
         assert_eq!(offset_of!(XdpDesc, len), 8);
         assert_eq!(offset_of!(XdpDesc, options), 12);
+    }
+
+    #[test]
+    fn ethtool_channels_layout() {
+        assert_eq!(size_of::<EthtoolChannels>(), 36);
+        assert_eq!(offset_of!(EthtoolChannels, rx_count), 20);
+        assert_eq!(offset_of!(EthtoolChannels, combined_count), 32);
+        assert_eq!(size_of::<IfReqData>(), size_of::<libc::ifreq>());
+        assert_eq!(offset_of!(IfReqData, data), 16);
+    }
+
+    #[test]
+    fn loopback_has_no_channels_to_report() {
+        // `lo` has no get_channels: EOPNOTSUPP, not a crash or a bogus count.
+        let err = rx_queue_count("lo").unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EOPNOTSUPP));
     }
 
     #[test]
