@@ -271,3 +271,46 @@ fn frames_for_an_unconnected_vnic_are_counted_not_ready() -> Result<()> {
     stream(&mut g1, &mut g2, MAC2, MAC1, 0, 10, 64)?;
     Ok(())
 }
+
+#[test]
+fn busy_polling_workers_keep_streams_intact_and_go_idle() -> Result<()> {
+    let cfg = two_vnics(2, 1500).replace("mtu = 1500\n", "mtu = 1500\nbusy_poll_us = 200\n");
+    let q = Quiverd::start("v2v-busy", &cfg)?;
+    let base = DriverConfig {
+        queue_pairs: 2,
+        ..DriverConfig::default()
+    };
+    let mut g1 = guest(&q, "vm1", MAC1, &base)?;
+    let mut g2 = guest(&q, "vm2", MAC2, &base)?;
+    for pair in 0..2 {
+        stream(&mut g1, &mut g2, MAC2, MAC1, pair, 500, 64)?;
+        stream(&mut g2, &mut g1, MAC1, MAC2, pair, 500, 1514)?;
+    }
+    // Idle again: the workers must sleep, not spin (well under 10% of a CPU).
+    let ticks = |pid: i32| -> Result<u64> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+        let f: Vec<&str> = stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .collect();
+        Ok(f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+            + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0))
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    let before = ticks(q.pid())?;
+    std::thread::sleep(Duration::from_secs(2));
+    let used = ticks(q.pid())? - before;
+    // 100 ticks a second: 2 s idle may cost at most 20 ticks (10 %).
+    ensure!(
+        used < 20,
+        "idle quiverd used {used} ticks in 2 s with busy_poll_us set"
+    );
+    let s = q.stats()?;
+    ensure!(
+        vnic_all_drops(&s, "vm1") == 0 && vnic_all_drops(&s, "vm2") == 0,
+        "drops: {s:#}"
+    );
+    Ok(())
+}

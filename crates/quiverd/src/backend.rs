@@ -74,8 +74,9 @@ impl NetBackend {
     pub fn new(vnic: Arc<Vnic>, fabric: Arc<Fabric>) -> Self {
         let pairs = usize::from(vnic.cfg.queue_pairs);
         let policy = vnic.cfg.tx_reclaim;
+        let busy_poll = std::time::Duration::from_micros(u64::from(vnic.cfg.busy_poll_us));
         let workers = (0..pairs)
-            .map(|p| Mutex::new(Worker::new(p, policy)))
+            .map(|p| Mutex::new(Worker::new(p, policy, busy_poll)))
             .collect();
         NetBackend(Arc::new(Inner {
             vnic,

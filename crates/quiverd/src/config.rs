@@ -123,6 +123,7 @@ struct RawVnic {
     allow_spoof: bool,
     tx_reclaim: Option<String>,
     rings: Option<u32>,
+    busy_poll_us: Option<u32>,
 }
 
 /// A validated uplink.
@@ -152,6 +153,8 @@ pub struct SourceSettings {
 
 /// Most dedicated rings one VNIC may ask for.
 const MAX_RINGS: u32 = 64;
+/// Longest busy poll (1 ms: beyond that an idle poll costs more than a wakeup).
+const MAX_BUSY_POLL_US: u32 = 1000;
 /// Source MAC of generated frames unless `source_src` says otherwise: locally
 /// administered, so it never collides with a vendor's.
 pub const DEFAULT_SOURCE_SRC: MacAddr = MacAddr([0x02, 0x00, 0x00, 0x00, 0x00, 0xfe]);
@@ -179,6 +182,8 @@ pub struct VnicConfig {
     pub tx_reclaim: ReclaimPolicy,
     /// Dedicated uplink RX rings wanted (0 = the shared group).
     pub rings: u16,
+    /// Microseconds an emptied TX ring is polled before the worker sleeps (0 = off).
+    pub busy_poll_us: u32,
 }
 
 impl VnicConfig {
@@ -388,6 +393,13 @@ impl Config {
             if !sockets.insert(v.socket.clone()) {
                 return Err(ctx.err(at("socket"), "used by another VNIC"));
             }
+            let busy_poll_us = v.busy_poll_us.unwrap_or(0);
+            if busy_poll_us > MAX_BUSY_POLL_US {
+                return Err(ctx.err(
+                    at("busy_poll_us"),
+                    format!("{busy_poll_us} is outside 0..={MAX_BUSY_POLL_US} (microseconds)"),
+                ));
+            }
             let rings = v.rings.unwrap_or(0);
             if rings > MAX_RINGS {
                 return Err(ctx.err(at("rings"), format!("{rings} is outside 0..={MAX_RINGS}")));
@@ -497,6 +509,7 @@ impl Config {
                 allow_spoof: v.allow_spoof,
                 tx_reclaim,
                 rings: u16::try_from(rings).unwrap_or(0),
+                busy_poll_us,
             });
         }
         Ok(cfg)

@@ -10,7 +10,7 @@
 //! every burst, or in batches, with a deadline timer that publishes what is left.
 
 use std::os::fd::{AsRawFd, RawFd};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arrayvec::ArrayVec;
 use quiver_switch::{check_source, forward, Decision, DropReason, PortId, Source, UplinkId};
@@ -58,10 +58,14 @@ pub struct Worker {
     /// failed) completions are never deferred.
     timer: Option<TimerFd>,
     timer_armed: bool,
+    /// When the armed deadline passes (a busy-polling worker checks it itself).
+    deadline_at: Option<Instant>,
+    /// How long an emptied TX ring is polled before the worker sleeps (0 = never).
+    busy_poll: Duration,
 }
 
 impl Worker {
-    pub fn new(pair: usize, policy: ReclaimPolicy) -> Self {
+    pub fn new(pair: usize, policy: ReclaimPolicy, busy_poll: Duration) -> Self {
         let timer = match TimerFd::new() {
             Ok(t) => Some(t),
             Err(e) => {
@@ -75,6 +79,8 @@ impl Worker {
             reclaim: Reclaim::new(policy),
             timer,
             timer_armed: false,
+            deadline_at: None,
+            busy_poll,
         }
     }
 
@@ -99,6 +105,7 @@ impl Worker {
             return false;
         };
         self.timer_armed = timer.reset(DEADLINE, None).is_ok();
+        self.deadline_at = Some(Instant::now() + DEADLINE);
         self.timer_armed
     }
 
@@ -109,6 +116,7 @@ impl Worker {
             let _ = timer.wait();
         }
         self.timer_armed = false;
+        self.deadline_at = None;
         if flush_tx(vnic, conn, 2 * self.pair + 1) {
             vnic.events
                 .reclaim_deadline_flushes
@@ -132,6 +140,8 @@ impl Worker {
         let event_idx = conn.has(VIRTIO_RING_F_EVENT_IDX);
         let counters = vnic.counters(self.pair);
         let mut chains = 0usize;
+        // Busy poll: since when the ring has been found empty.
+        let mut idle_since: Option<Instant> = None;
         loop {
             let mut st = tx.get_mut();
             if !st.get_queue().ready() || !st.is_enabled() {
@@ -199,7 +209,21 @@ impl Worker {
                 }
             }
             chains += heads.len();
+            if !heads.is_empty() {
+                idle_since = None;
+            }
+            // Adaptive busy poll: after traffic, an emptied ring is polled for
+            // `busy_poll` with kicks still off, so a streaming guest need not kick;
+            // a quiet one is left alone and the worker sleeps.
+            let spin = drained
+                && ring_error.is_none()
+                && chains > 0
+                && !self.busy_poll.is_zero()
+                && idle_since.get_or_insert_with(Instant::now).elapsed() < self.busy_poll;
+            // While spinning the deadline timer cannot run on this thread: check it.
+            let overdue = spin && self.deadline_at.is_some_and(|d| Instant::now() >= d);
             let publish = ring_error.is_some()
+                || overdue
                 || self
                     .reclaim
                     .publish_now(ring.unpublished(), ring.in_flight(), ring.size())
@@ -212,7 +236,9 @@ impl Worker {
                 vq::close_deferred(&mut st, &ring);
             }
             // Drained: re-arm kicks, and go on if the guest added chains meanwhile.
-            let more = if drained && ring_error.is_none() {
+            let more = if spin {
+                true
+            } else if drained && ring_error.is_none() {
                 ring.enable_notification().unwrap_or(false)
             } else {
                 !drained
@@ -224,6 +250,10 @@ impl Worker {
             }
             if !more {
                 break;
+            }
+            if spin {
+                // Other workers pinned to this CPU get their turn.
+                std::thread::yield_now();
             }
         }
         let switches = self.reclaim.switches;
