@@ -462,6 +462,12 @@ fn guest_tx_reaches_the_namespace_which_answers_arp_and_icmp() -> Result<()> {
         stats["uplinks"]["up0"]["kind"] == "af_packet",
         "kind: {stats:#}"
     );
+    // The kernel's ring counters are reported, and nothing was lost in them.
+    let kernel = &stats["uplinks"]["up0"]["kernel"];
+    ensure!(
+        kernel["ring_full"].as_u64() == Some(0) && kernel["truncated"].as_u64() == Some(0),
+        "kernel counters: {stats:#}"
+    );
     // The namespace saw the pings (its kernel counts them).
     let snmp = ns_run(&s.host, &["cat", "/proc/net/snmp"])?;
     ensure!(snmp.contains("Icmp:"), "{snmp}");

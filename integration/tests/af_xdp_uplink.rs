@@ -248,6 +248,12 @@ fn frames_reach_the_vnic_owning_their_mac_and_vlan() -> Result<()> {
     }
     let up = &stats["uplinks"]["up0"];
     ensure!(up["kind"] == "af_xdp", "{up:#}");
+    // The XDP program's own verdicts: the foreign frames went to the kernel.
+    ensure!(
+        up["kernel"]["xdp_passed"].as_u64() >= Some(18)
+            && up["kernel"]["xdp_redirected"].as_u64() >= Some(89),
+        "XDP verdicts: {up:#}"
+    );
     let queues = up["queues"].as_array().cloned().unwrap_or_default();
     ensure!(queues.len() == 4, "per-queue counters: {up:#}");
     let per_queue: Vec<u64> = queues

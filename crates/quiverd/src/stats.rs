@@ -42,7 +42,13 @@ pub fn snapshot(d: &Daemon) -> Value {
         let total: CounterSnapshot = queues.iter().copied().sum();
         uplinks.insert(
             u.cfg.name.clone(),
-            json!({ "kind": u.dev.kind().as_str(), "ifname": u.dev.ifname(), "total": total, "queues": queues }),
+            json!({
+                "kind": u.dev.kind().as_str(),
+                "ifname": u.dev.ifname(),
+                "total": total,
+                "queues": queues,
+                "kernel": u.dev.kernel_counters().into_iter().map(|(k, v)| (k.to_string(), Value::from(v))).collect::<serde_json::Map<_, _>>(),
+            }),
         );
     }
     let learner = &d.fabric().learner;

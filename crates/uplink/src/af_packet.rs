@@ -302,6 +302,23 @@ impl Uplink for AfPacket {
         &self.ifname
     }
 
+    fn kernel_counters(&self) -> Vec<(&'static str, u64)> {
+        let mut sum = AfPacketCounters::default();
+        for q in &self.queues {
+            let c = q.counters();
+            sum.ring_full += c.ring_full;
+            sum.ring_freezes += c.ring_freezes;
+            sum.truncated += c.truncated;
+            sum.malformed += c.malformed;
+        }
+        vec![
+            ("ring_full", sum.ring_full),
+            ("ring_freezes", sum.ring_freezes),
+            ("truncated", sum.truncated),
+            ("malformed", sum.malformed),
+        ]
+    }
+
     fn kind(&self) -> UplinkKind {
         UplinkKind::AfPacket
     }

@@ -268,6 +268,11 @@ impl Uplink for AfXdp {
         &self.ifname
     }
 
+    fn kernel_counters(&self) -> Vec<(&'static str, u64)> {
+        let (redirected, passed) = self.verdicts();
+        vec![("xdp_redirected", redirected), ("xdp_passed", passed)]
+    }
+
     fn kind(&self) -> UplinkKind {
         UplinkKind::AfXdp
     }

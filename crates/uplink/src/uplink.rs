@@ -58,6 +58,12 @@ pub trait Uplink: Send + Sync {
     /// The kernel interface behind the uplink, if there is one.
     fn ifname(&self) -> Option<&str>;
 
+    /// Counters the uplink keeps below quiver's own (kernel ring drops, XDP verdicts),
+    /// by name, summed over its queues; empty when it has none.
+    fn kernel_counters(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
+
     /// The (destination MAC, VLAN id; 0 = untagged) pairs of the VNICs on this
     /// uplink, replacing the previous set. Uplinks that classify before
     /// quiver sees a frame (af_xdp) steer these to their sockets; the others
