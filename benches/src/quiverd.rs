@@ -29,6 +29,10 @@ pub struct Counters {
     pub uplink_tx_bytes: u64,
     /// Every drop counter of the VNICs and uplinks.
     pub drops: u64,
+    /// Transmit-descriptor reclaim: mode changes of the adaptive policy, and
+    /// completions published by the deadline timer (`tx_reclaim` in the stats).
+    pub reclaim_switches: u64,
+    pub deadline_flushes: u64,
 }
 
 impl Quiverd {
@@ -133,6 +137,8 @@ pub fn counters(s: &Value) -> Counters {
         c.vnic_rx_bytes += get(t, "rx_bytes");
         c.vnic_tx_packets += get(t, "tx_packets");
         c.drops += drops(t);
+        c.reclaim_switches += get(&v["tx_reclaim"], "switches");
+        c.deadline_flushes += get(&v["tx_reclaim"], "deadline_flushes");
     }
     for u in s["uplinks"]
         .as_object()
@@ -156,7 +162,8 @@ mod tests {
         let s: Value = serde_json::json!({
             "vnics": {
                 "vm1": {"total": {"rx_packets": 5, "rx_bytes": 300, "tx_packets": 7,
-                                  "drops": {"spoofed": 1, "no_rx_buffers": 2}}},
+                                  "drops": {"spoofed": 1, "no_rx_buffers": 2}},
+                        "tx_reclaim": {"policy": "adaptive", "switches": 3, "deadline_flushes": 4}},
                 "vm2": {"total": {"rx_packets": 1, "rx_bytes": 60, "tx_packets": 0, "drops": {}}}
             },
             "uplinks": {"sink": {"total": {"tx_packets": 9, "tx_bytes": 540,
@@ -171,6 +178,8 @@ mod tests {
                 uplink_tx_packets: 9,
                 uplink_tx_bytes: 540,
                 drops: 7,
+                reclaim_switches: 3,
+                deadline_flushes: 4,
             }
         );
     }

@@ -264,6 +264,7 @@ mod tests {
             test,
             size: 64,
             backend,
+            reclaim: None,
             run,
             secs: 1.0,
             frames,
@@ -277,6 +278,8 @@ mod tests {
             backend_drops: 0,
             gen_rx_full_pct: 0.0,
             gen_rx_empty_pct: 90.0,
+            reclaim_switches: 0,
+            deadline_flushes: 0,
         }
     }
 

@@ -21,6 +21,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::proc::{cpu_busy_seconds, cpu_seconds};
 use crate::quiverd::{Counters, Quiverd};
+use crate::reclaim::Policy;
 use crate::testpmd::{FwdStats, PortStats, Spec, Testpmd};
 
 pub const MAC1: &str = "52:54:00:00:00:01";
@@ -103,6 +104,8 @@ pub struct Sample {
     pub test: Test,
     pub size: usize,
     pub backend: Backend,
+    /// quiverd's `tx_reclaim` when the run set one (`--reclaim`), else its default.
+    pub reclaim: Option<Policy>,
     pub run: usize,
     pub secs: f64,
     /// Frames (and their bytes) that reached the receiving side in the window.
@@ -127,6 +130,10 @@ pub struct Sample {
     /// the generator limits the rate) or nothing (it waits for the backend), %.
     pub gen_rx_full_pct: f64,
     pub gen_rx_empty_pct: f64,
+    /// quiverd: the adaptive policy's mode changes since start (at the window's end),
+    /// and TX completions published by the deadline timer in the window.
+    pub reclaim_switches: u64,
+    pub deadline_flushes: u64,
 }
 
 impl Sample {
@@ -167,7 +174,14 @@ impl Sample {
     }
 }
 
-fn quiverd_config(test: Test, size: usize, socks: &[PathBuf; 2]) -> String {
+/// quiverd's configuration for `test`: two VNICs (and the test's uplink), with
+/// `tx_reclaim = reclaim` when given.
+pub fn quiverd_config(
+    test: Test,
+    size: usize,
+    socks: &[PathBuf; 2],
+    reclaim: Option<Policy>,
+) -> String {
     let mut cfg = String::new();
     let uplink = match test {
         Test::Vm2vm => None,
@@ -191,6 +205,9 @@ fn quiverd_config(test: Test, size: usize, socks: &[PathBuf; 2]) -> String {
         ));
         if let Some(u) = uplink {
             cfg.push_str(&format!("uplink = \"{u}\"\n"));
+        }
+        if let Some(p) = reclaim {
+            cfg.push_str(&format!("tx_reclaim = \"{}\"\n", p.name()));
         }
         cfg.push('\n');
     }
@@ -327,9 +344,18 @@ fn snapshot(env: &Env, gen: &mut Testpmd, backend: &mut Running) -> Result<Snaps
     })
 }
 
-/// Runs one measurement; every process is gone when it returns.
-pub fn measure(env: &Env, test: Test, size: usize, backend: Backend, run: usize) -> Result<Sample> {
-    let tag = format!("{}-{size}-{}-{run}", test.name(), backend.name());
+/// Runs one measurement (quiverd with `tx_reclaim = reclaim` when given); every
+/// process is gone when it returns.
+pub fn measure(
+    env: &Env,
+    test: Test,
+    size: usize,
+    backend: Backend,
+    reclaim: Option<Policy>,
+    run: usize,
+) -> Result<Sample> {
+    let policy = reclaim.map_or(String::new(), |p| format!("-{}", p.name()));
+    let tag = format!("{}-{size}-{}{policy}-{run}", test.name(), backend.name());
     let dir = env.sock_dir.join(&tag);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let socks = [dir.join("vm1.sock"), dir.join("vm2.sock")];
@@ -344,7 +370,7 @@ pub fn measure(env: &Env, test: Test, size: usize, backend: Backend, run: usize)
                 &env.quiverd,
                 env.backend_cpu,
                 &qdir,
-                &quiverd_config(test, size, &socks),
+                &quiverd_config(test, size, &socks, reclaim),
                 &socks,
             )?)
         }
@@ -396,6 +422,7 @@ pub fn measure(env: &Env, test: Test, size: usize, backend: Backend, run: usize)
     let _ = std::fs::remove_dir_all(&dir);
     let log = running.log().to_path_buf();
     sample(test, size, backend, run, &a, &b)
+        .map(|s| Sample { reclaim, ..s })
         .with_context(|| format!("backend log {}", log.display()))
 }
 
@@ -442,6 +469,13 @@ fn sample(
             gen_tx,
         ),
     };
+    let (reclaim_switches, deadline_flushes) = match (&a.backend, &b.backend) {
+        (BackendCounters::Quiverd(a), BackendCounters::Quiverd(b)) => (
+            b.reclaim_switches,
+            b.deadline_flushes.saturating_sub(a.deadline_flushes),
+        ),
+        _ => (0, 0),
+    };
     let backend_drops = match backend {
         Backend::Quiverd => q(|c| c.drops),
         Backend::Anchor => an(&|p, fw| sum(fw, |s| s.tx_dropped) + sum(p, |s| s.rx_missed)),
@@ -466,6 +500,7 @@ fn sample(
         test,
         size,
         backend,
+        reclaim: None,
         run,
         secs,
         frames,
@@ -483,6 +518,8 @@ fn sample(
         backend_drops,
         gen_rx_full_pct: weighted(|f| f.rx_full_pct),
         gen_rx_empty_pct: weighted(|f| f.rx_empty_pct),
+        reclaim_switches,
+        deadline_flushes,
     })
 }
 
@@ -493,12 +530,14 @@ mod tests {
     #[test]
     fn quiverd_configs_have_the_uplink_each_test_needs() {
         let socks = [PathBuf::from("/t/vm1.sock"), PathBuf::from("/t/vm2.sock")];
-        let v = quiverd_config(Test::Vm2vm, 64, &socks);
-        assert!(!v.contains("[[uplink]]"));
+        let v = quiverd_config(Test::Vm2vm, 64, &socks, None);
+        assert!(!v.contains("[[uplink]]") && !v.contains("tx_reclaim"));
         assert_eq!(v.matches("[[vnic]]").count(), 2);
-        let tx = quiverd_config(Test::GuestTx, 64, &socks);
+        let b = quiverd_config(Test::Vm2vm, 64, &socks, Some(Policy::Batched));
+        assert_eq!(b.matches("tx_reclaim = \"batched\"").count(), 2);
+        let tx = quiverd_config(Test::GuestTx, 64, &socks, None);
         assert!(tx.contains("kind = \"sink\"") && tx.matches("uplink = \"sink\"").count() == 2);
-        let rx = quiverd_config(Test::GuestRx, 1500, &socks);
+        let rx = quiverd_config(Test::GuestRx, 1500, &socks, None);
         assert!(rx.contains("kind = \"source\"") && rx.contains("source_frame_len = 1500"));
         assert!(rx.contains("mtu = 1500"));
     }
