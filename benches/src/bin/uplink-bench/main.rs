@@ -1,6 +1,7 @@
-//! uplink-bench: namespace → uplink → VNIC packet rate of quiverd's `tap`, `af_packet`
-//! and `af_xdp` uplinks, in one run, alternating kinds (tap, af_packet, af_xdp, tap,
-//! ...), with where each run's time went. See benches/README.md, "Uplink kinds".
+//! uplink-bench: namespace → uplink → VNIC (and back) packet rate of quiverd's `tap`,
+//! `af_packet` and `af_xdp` uplinks, in one run, alternating kinds (tap, af_packet,
+//! af_xdp, tap, ...), with where each run's time went. See benches/README.md, "Uplink
+//! kinds".
 
 #[allow(dead_code)]
 #[path = "../../proc.rs"]
@@ -25,13 +26,39 @@ use serde_json::Value;
 use crate::topo::{DevCounters, Kind, QuiverdSpec, Topo};
 use crate::traffic::{SendCounters, Worker};
 
+/// Which way the frames go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
+enum Dir {
+    /// Namespace → uplink → VNIC: a raw socket in the namespace sends, a guest drains.
+    Rx,
+    /// VNIC → uplink → namespace: the guest sends, the namespace's interface counts.
+    Tx,
+}
+
+impl Dir {
+    fn name(self) -> &'static str {
+        match self {
+            Dir::Rx => "rx",
+            Dir::Tx => "tx",
+        }
+    }
+
+    fn title(self) -> &'static str {
+        match self {
+            Dir::Rx => "namespace -> uplink -> VNIC",
+            Dir::Tx => "VNIC -> uplink -> namespace",
+        }
+    }
+}
+
 /// Namespace → uplink → VNIC packet rate of the tap, af_packet and af_xdp uplinks.
 ///
-/// For each run and kind (tap, af_packet, af_xdp, tap, ...): namespaces and the
-/// uplink's interface are made, quiverd starts pinned to --quiverd-cpu with one VNIC
-/// on the uplink, a testdriver guest drains the VNIC, a raw AF_PACKET socket pinned to
-/// --sender-cpu sends 64-byte frames to the VNIC's MAC; after --warmup the frames
-/// that reached the VNIC in --window are counted. Needs root and two CPUs.
+/// For each run, direction and kind (tap, af_packet, af_xdp, tap, ...): namespaces and
+/// the uplink's interface are made, quiverd starts pinned to --quiverd-cpu with one VNIC
+/// on the uplink. rx: a testdriver guest drains the VNIC, a raw AF_PACKET socket pinned
+/// to --sender-cpu sends 64-byte frames to the VNIC's MAC; tx: the guest, pinned to
+/// --sender-cpu, sends to the namespace. After --warmup the frames that arrived in
+/// --window are counted. Needs root and two CPUs.
 #[derive(Parser, Debug)]
 #[command(name = "uplink-bench", version, about, long_about)]
 struct Args {
@@ -44,6 +71,10 @@ struct Args {
     /// Seconds the measurement window lasts.
     #[arg(long, default_value_t = 5.0)]
     window: f64,
+    /// Directions: rx = namespace → uplink → VNIC, tx = VNIC → uplink → namespace (the
+    /// guest sends, from --sender-cpu).
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Dir::Rx, Dir::Tx])]
+    directions: Vec<Dir>,
     /// Uplink kinds, measured in this order within each run.
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Kind::Tap, Kind::AfPacket, Kind::AfXdp])]
     kinds: Vec<Kind>,
@@ -134,8 +165,12 @@ struct Snapshot {
     sender_busy: u64,
     guest_got: u64,
     vnic_rx: u64,
+    vnic_tx: u64,
     vnic_drops: u64,
     uplink_rx: u64,
+    uplink_tx: u64,
+    /// rx_packets of the namespace's interface (the TAP, the far veth end).
+    far_rx: u64,
     uplink_drops: u64,
     /// The uplink's kernel-side counters as quiverd reports them (af_packet ring
     /// drops, af_xdp XDP verdicts).
@@ -158,16 +193,19 @@ struct Sample {
     kind: Kind,
     run: usize,
     secs: f64,
-    /// Rates (frames/s): sent by the sender, read by quiverd from the uplink,
-    /// written into the VNIC's RX ring, taken by the guest.
+    dir: Dir,
+    /// Rates (frames/s) along the path. rx: sent by the sender, read by quiverd from
+    /// the uplink (`q_in`), written into the VNIC's RX ring (`delivered`), taken by the
+    /// guest (`tail`). tx: sent by the guest, taken by quiverd from the VNIC's TX ring
+    /// (`q_in`), written to the uplink by quiverd (`tail`), received by the namespace's
+    /// interface (`delivered`).
     sent: f64,
-    uplink_rx: f64,
-    vnic_rx: f64,
-    guest_rx: f64,
-    /// Frames written into the VNIC's RX ring in the window.
-    vnic_frames: u64,
-    /// Frames lost between the sender and quiverd (sent - uplink rx), and the kernel
-    /// drop counters that saw some of them (interfaces + softnet backlog).
+    q_in: f64,
+    delivered: f64,
+    tail: f64,
+    /// Frames the kernel lost: rx between the sender and quiverd (sent - uplink rx),
+    /// tx between quiverd and the namespace (uplink tx - interface rx); and the
+    /// kernel drop counters that saw some of them (interfaces + softnet backlog).
     lost_kernel: u64,
     kernel_drops: u64,
     /// quiverd's own drop counters (uplink and VNIC; no_rx_buffers = guest slow).
@@ -203,14 +241,14 @@ struct Sample {
 
 impl Sample {
     fn mpps(&self) -> f64 {
-        self.vnic_rx / 1e6
+        self.delivered / 1e6
     }
 
     /// quiverd's CPU time per frame delivered, ns: what the uplink kind costs quiverd,
     /// whoever limited the rate.
     fn quiverd_ns_per_frame(&self) -> f64 {
-        if self.vnic_rx > 0.0 {
-            self.quiverd_cpu / 100.0 * 1e9 / self.vnic_rx
+        if self.delivered > 0.0 {
+            self.quiverd_cpu / 100.0 * 1e9 / self.delivered
         } else {
             f64::NAN
         }
@@ -310,7 +348,7 @@ fn snapshot(
     send: &SendCounters,
     got: &AtomicU64,
     sender: &Worker,
-    guest: &Worker,
+    guest: Option<&Worker>,
 ) -> Result<Snapshot> {
     let stats = topo.quiverd.stats()?;
     let dev = topo
@@ -329,8 +367,11 @@ fn snapshot(
         sender_busy: send.busy.load(Ordering::Relaxed),
         guest_got: got.load(Ordering::Relaxed),
         vnic_rx: get(vnic, "rx_packets"),
+        vnic_tx: get(vnic, "tx_packets"),
         vnic_drops: sum_drops(vnic),
         uplink_rx: get(up, "rx_packets"),
+        uplink_tx: get(up, "tx_packets"),
+        far_rx: dev.get(topo.far).map_or(0, |c| c.rx_packets),
         uplink_drops: sum_drops(up),
         kernel: stats["uplinks"]["up0"]["kernel"]
             .as_object()
@@ -344,9 +385,13 @@ fn snapshot(
         softnet_dropped: topo::softnet_dropped(),
         threads: threads_of(topo.quiverd.proc.pid()),
         sender_cpu: thread_cpu_seconds(own, sender.tid).unwrap_or(0.0),
-        guest_cpu: thread_cpu_seconds(own, guest.tid).unwrap_or(0.0),
+        guest_cpu: guest
+            .and_then(|g| thread_cpu_seconds(own, g.tid))
+            .unwrap_or(0.0),
         sender_wait: thread_wait_seconds(own, sender.tid).unwrap_or(0.0),
-        guest_wait: thread_wait_seconds(own, guest.tid).unwrap_or(0.0),
+        guest_wait: guest
+            .and_then(|g| thread_wait_seconds(own, g.tid))
+            .unwrap_or(0.0),
         cpus: (0..ncpu).map(cpu_times).collect(),
     })
 }
@@ -367,13 +412,17 @@ fn wait(env: &Env, d: Duration, workers: &[&Worker]) -> Result<()> {
 }
 
 /// Where the run's limit was: which CPU saturated (≥ 90 % busy) and where frames
-/// were lost.
-fn bottleneck(s: &Sample, sent_frames: u64, uplink_frames: u64) -> String {
+/// were lost along the path (`sent` → `q_in` → ... → `delivered`, in frames).
+fn bottleneck(s: &Sample, sent: u64, q_in: u64, q_out: u64, delivered: u64) -> String {
+    let (src, dst) = match s.dir {
+        Dir::Rx => ("sender", "guest"),
+        Dir::Tx => ("guest", "namespace"),
+    };
     let side = match (s.qcpu_busy >= 90.0, s.scpu_busy >= 90.0) {
-        (true, true) => "both CPUs saturated",
-        (true, false) => "quiverd CPU saturated",
-        (false, true) => "sender CPU saturated",
-        (false, false) => "no CPU saturated",
+        (true, true) => "both CPUs saturated".to_owned(),
+        (true, false) => "quiverd CPU saturated".to_owned(),
+        (false, true) => format!("{src} CPU saturated"),
+        (false, false) => "no CPU saturated".to_owned(),
     };
     let pct = |a: u64, b: u64| {
         if b == 0 {
@@ -382,21 +431,33 @@ fn bottleneck(s: &Sample, sent_frames: u64, uplink_frames: u64) -> String {
             a as f64 * 100.0 / b as f64
         }
     };
-    let lost_kernel = pct(s.lost_kernel, sent_frames);
-    let lost_quiverd = pct(uplink_frames.saturating_sub(s.vnic_frames), uplink_frames);
-    let limit = if lost_kernel >= 1.0 {
-        format!(
-            "quiverd's uplink read is the limit: {lost_kernel:.0}% of the sent frames lost before quiverd"
-        )
-    } else if lost_quiverd >= 1.0 {
-        format!("the guest is the limit: {lost_quiverd:.0}% lost at the VNIC (RX ring full)")
-    } else {
-        "the sender is the limit: nothing lost".to_owned()
+    let lost_before = pct(sent.saturating_sub(q_in), sent);
+    let lost_in = pct(q_in.saturating_sub(q_out), q_in);
+    let lost_after = pct(q_out.saturating_sub(delivered), q_out);
+    let limit = match s.dir {
+        Dir::Rx if lost_before >= 1.0 => format!(
+            "quiverd's uplink read is the limit: {lost_before:.0}% of the sent frames lost before quiverd"
+        ),
+        Dir::Rx if lost_in >= 1.0 => {
+            format!("the guest is the limit: {lost_in:.0}% lost at the VNIC (RX ring full)")
+        }
+        Dir::Tx if lost_in >= 1.0 => {
+            format!("quiverd dropped {lost_in:.0}% on the way to the uplink")
+        }
+        Dir::Tx if lost_after >= 1.0 => format!(
+            "the kernel is the limit: {lost_after:.0}% of what quiverd wrote to the uplink never reached the {dst}"
+        ),
+        Dir::Rx => "the sender is the limit: nothing lost".to_owned(),
+        Dir::Tx if s.sender_busy > 0 => format!(
+            "quiverd is the limit: nothing lost, the guest found its TX ring full {} times",
+            s.sender_busy
+        ),
+        Dir::Tx => "the guest is the limit: nothing lost, its TX ring never filled".to_owned(),
     };
     let waited = s.quiverd_wait.max(s.sender_wait).max(s.guest_wait);
     let held: Vec<String> = [
         ("quiverd", s.quiverd_wait),
-        ("sender", s.sender_wait),
+        (src, s.sender_wait),
         ("guest", s.guest_wait),
     ]
     .iter()
@@ -416,10 +477,10 @@ fn bottleneck(s: &Sample, sent_frames: u64, uplink_frames: u64) -> String {
     format!("{side} ({held}); {limit}{noisy}")
 }
 
-fn measure(env: &Env, kind: Kind, run: usize) -> Result<Sample> {
-    let tag = format!("{}-{run}", kind.name());
-    let dir = env.log_dir.join(&tag);
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+fn measure(env: &Env, kind: Kind, dir: Dir, run: usize) -> Result<Sample> {
+    let tag = format!("{}-{}-{run}", dir.name(), kind.name());
+    let run_dir = env.log_dir.join(&tag);
+    std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
     let sock_dir = env.sock_dir.join(&tag);
     std::fs::create_dir_all(&sock_dir)
         .with_context(|| format!("creating {}", sock_dir.display()))?;
@@ -427,22 +488,39 @@ fn measure(env: &Env, kind: Kind, run: usize) -> Result<Sample> {
     let spec = QuiverdSpec {
         program: &env.quiverd,
         cpu: env.quiverd_cpu,
-        dir: &dir,
+        dir: &run_dir,
         sock_dir: &sock_dir,
         queues: env.queues,
         rings: env.rings,
     };
     let mut topo = topo::build(kind, &spec)?;
     let got = Arc::new(AtomicU64::new(0));
-    let guest = traffic::start_guest(topo.socket.clone(), env.guest_cpu, got.clone())?;
     let send = Arc::new(SendCounters::default());
-    let sender = traffic::start_sender(
-        &topo.send_ns,
-        &topo.send_dev,
-        env.sender_cpu,
-        env.frame_len,
-        send.clone(),
-    )?;
+    // rx: the guest drains, the raw socket sends. tx: the guest sends (the source, on
+    // the sender's CPU); the namespace's interface counts what arrives.
+    let (guest, sender) = match dir {
+        Dir::Rx => {
+            let guest = traffic::start_guest(topo.socket.clone(), env.guest_cpu, got.clone())?;
+            let sender = traffic::start_sender(
+                &topo.send_ns,
+                &topo.send_dev,
+                env.sender_cpu,
+                env.frame_len,
+                send.clone(),
+            )?;
+            (Some(guest), sender)
+        }
+        Dir::Tx => {
+            let sender = traffic::start_guest_sender(
+                topo.socket.clone(),
+                env.sender_cpu,
+                env.frame_len,
+                send.clone(),
+            )?;
+            (None, sender)
+        }
+    };
+    let workers: Vec<&Worker> = std::iter::once(&sender).chain(guest.as_ref()).collect();
     let result = (|| -> Result<(Snapshot, Snapshot)> {
         if env.nice != 0 {
             // quiverd's threads all exist now (the VNIC's worker came with the guest).
@@ -450,21 +528,22 @@ fn measure(env: &Env, kind: Kind, run: usize) -> Result<Sample> {
                 .iter()
                 .map(|t| t.0)
                 .collect();
-            tids.extend([sender.tid, guest.tid]);
+            tids.extend(workers.iter().map(|w| w.tid));
             for tid in tids {
                 renice(tid, env.nice)?;
             }
         }
-        wait(env, env.warmup, &[&sender, &guest])?;
-        let a = snapshot(env, &mut topo, &send, &got, &sender, &guest)?;
-        wait(env, env.window, &[&sender, &guest])?;
-        let b = snapshot(env, &mut topo, &send, &got, &sender, &guest)?;
+        wait(env, env.warmup, &workers)?;
+        let a = snapshot(env, &mut topo, &send, &got, &sender, guest.as_ref())?;
+        wait(env, env.window, &workers)?;
+        let b = snapshot(env, &mut topo, &send, &got, &sender, guest.as_ref())?;
         Ok((a, b))
     })();
     // Stop the sender before the guest, so the guest does not leave frames behind
     // that count as drops; then quiverd and the namespaces (Topo's drop).
+    drop(workers);
     let sender_end = sender.finish();
-    let guest_end = guest.finish();
+    let guest_end = guest.map_or(Ok(()), Worker::finish);
     let (a, b) = match result {
         Ok(v) => v,
         Err(e) => {
@@ -485,8 +564,21 @@ fn measure(env: &Env, kind: Kind, run: usize) -> Result<Sample> {
     let d = |x: u64, y: u64| y.saturating_sub(x);
     let rate = |x: u64, y: u64| d(x, y) as f64 / secs;
     let pct = |x: f64, y: f64| (y - x) * 100.0 / secs;
-    let sent_frames = d(a.sent, b.sent);
-    let uplink_frames = d(a.uplink_rx, b.uplink_rx);
+    // The path's counters: source, quiverd in, quiverd out, delivered.
+    let path = |s: &Snapshot| match dir {
+        Dir::Rx => (s.sent, s.uplink_rx, s.vnic_rx, s.vnic_rx),
+        Dir::Tx => (s.sent, s.vnic_tx, s.uplink_tx, s.far_rx),
+    };
+    let (pa, pb) = (path(&a), path(&b));
+    let sent_frames = d(pa.0, pb.0);
+    let in_frames = d(pa.1, pb.1);
+    let out_frames = d(pa.2, pb.2);
+    let delivered_frames = d(pa.3, pb.3);
+    // The last column: rx the guest's count, tx quiverd's uplink tx.
+    let (tail_a, tail_b) = match dir {
+        Dir::Rx => (a.guest_got, b.guest_got),
+        Dir::Tx => (pa.2, pb.2),
+    };
     let kernel = |s: &Snapshot, name: &str| {
         s.kernel
             .iter()
@@ -553,12 +645,15 @@ fn measure(env: &Env, kind: Kind, run: usize) -> Result<Sample> {
         kind,
         run,
         secs,
-        sent: rate(a.sent, b.sent),
-        uplink_rx: rate(a.uplink_rx, b.uplink_rx),
-        vnic_rx: rate(a.vnic_rx, b.vnic_rx),
-        vnic_frames: d(a.vnic_rx, b.vnic_rx),
-        guest_rx: rate(a.guest_got, b.guest_got),
-        lost_kernel: sent_frames.saturating_sub(uplink_frames),
+        dir,
+        sent: rate(pa.0, pb.0),
+        q_in: rate(pa.1, pb.1),
+        delivered: rate(pa.3, pb.3),
+        tail: rate(tail_a, tail_b),
+        lost_kernel: match dir {
+            Dir::Rx => sent_frames.saturating_sub(in_frames),
+            Dir::Tx => out_frames.saturating_sub(delivered_frames),
+        },
         kernel_drops: d(dev_drops(&a), dev_drops(&b)),
         quiverd_drops: d(a.uplink_drops + a.vnic_drops, b.uplink_drops + b.vnic_drops),
         sender_busy: d(a.sender_busy, b.sender_busy),
@@ -592,7 +687,7 @@ fn measure(env: &Env, kind: Kind, run: usize) -> Result<Sample> {
         (s.qcpu_busy - s.qcpu_softirq - s.quiverd_cpu - guest_on(env.quiverd_cpu)).max(0.0);
     s.scpu_others =
         (s.scpu_busy - s.scpu_softirq - s.sender_cpu - guest_on(env.sender_cpu)).max(0.0);
-    s.bottleneck = bottleneck(&s, sent_frames, uplink_frames);
+    s.bottleneck = bottleneck(&s, sent_frames, in_frames, out_frames, delivered_frames);
     Ok(s)
 }
 
@@ -605,7 +700,7 @@ fn median(v: &mut [f64]) -> f64 {
     }
 }
 
-/// Median quiverd ns per frame of `kind`.
+/// Median quiverd ns per frame of `kind` (samples of one direction).
 fn median_ns(samples: &[Sample], kind: Kind) -> f64 {
     let mut v: Vec<f64> = samples
         .iter()
@@ -634,18 +729,38 @@ fn summary(samples: &[Sample], kinds: &[Kind]) -> Vec<(Kind, usize, f64, f64, f6
         .collect()
 }
 
+/// The tables of every direction measured.
 fn table(samples: &[Sample], kinds: &[Kind], env: &Env) -> String {
+    let mut dirs: Vec<Dir> = samples.iter().map(|s| s.dir).collect();
+    dirs.sort();
+    dirs.dedup();
+    dirs.iter()
+        .map(|&d| {
+            let of: Vec<Sample> = samples.iter().filter(|s| s.dir == d).cloned().collect();
+            dir_table(&of, kinds, env, d)
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn dir_table(samples: &[Sample], kinds: &[Kind], env: &Env, dir: Dir) -> String {
     let mut t = String::new();
-    let guest = env
-        .guest_cpu
-        .map_or("any CPU".to_owned(), |c| format!("CPU {c}"));
+    let ends = match dir {
+        Dir::Rx => format!(
+            "sender on CPU {}, receiving guest on {}",
+            env.sender_cpu,
+            env.guest_cpu
+                .map_or("any CPU".to_owned(), |c| format!("CPU {c}"))
+        ),
+        Dir::Tx => format!("sending guest on CPU {}", env.sender_cpu),
+    };
     let _ = writeln!(
         t,
-        "namespace -> uplink -> VNIC, {} B frames, {} uplink queues, quiverd on CPU {}, sender on CPU {}, guest on {guest}, nice {}, {:.0} s windows",
+        "{}, {} B frames, {} uplink queues, quiverd on CPU {}, {ends}, nice {}, {:.0} s windows",
+        dir.title(),
         env.frame_len,
         env.queues,
         env.quiverd_cpu,
-        env.sender_cpu,
         env.nice,
         env.window.as_secs_f64()
     );
@@ -685,12 +800,16 @@ fn table(samples: &[Sample], kinds: &[Kind], env: &Env) -> String {
     }
     let _ = writeln!(
         t,
-        "\nper run (CPU %: of one CPU, in the window; qCPU = quiverd's CPU, sCPU = the sender's):"
+        "\nper run (CPU %: of one CPU, in the window; qCPU = quiverd's CPU, sCPU = the source's):"
     );
+    let cols = match dir {
+        Dir::Rx => ["upl rx", "VNIC rx", "guest"],
+        Dir::Tx => ["VNIC tx", "upl tx", "ns rx"],
+    };
     let _ = writeln!(
         t,
         "{:<10} {:>3} {:>7} {:>7} {:>7} {:>7} {:>6} {:>8} {:>8} {:>8} {:>7} {:>6} {:>6} {:>6} {:>5} {:>5} {:>5} {:>5} {:>5} {:>5} {:>5} {:>5} {:>5}  bottleneck",
-        "kind", "run", "sent", "upl rx", "VNIC rx", "guest", "ns/fr", "lost k", "k drops", "q drops", "pollers", "qd all", "sender", "guest", "qwait", "swait", "gwait", "qCPU", "qsirq", "qoth", "sCPU", "ssirq", "soth"
+        "kind", "run", "sent", cols[0], cols[1], cols[2], "ns/fr", "lost k", "k drops", "q drops", "pollers", "qd all", "src", "guest", "qwait", "swait", "gwait", "qCPU", "qsirq", "qoth", "sCPU", "ssirq", "soth"
     );
     for s in samples {
         let _ = writeln!(
@@ -699,9 +818,9 @@ fn table(samples: &[Sample], kinds: &[Kind], env: &Env) -> String {
             s.kind.name(),
             s.run,
             s.sent / 1e6,
-            s.uplink_rx / 1e6,
-            s.vnic_rx / 1e6,
-            s.guest_rx / 1e6,
+            s.q_in / 1e6,
+            if dir == Dir::Rx { s.delivered } else { s.tail } / 1e6,
+            if dir == Dir::Rx { s.tail } else { s.delivered } / 1e6,
             s.quiverd_ns_per_frame(),
             s.lost_kernel,
             s.kernel_drops,
@@ -724,26 +843,37 @@ fn table(samples: &[Sample], kinds: &[Kind], env: &Env) -> String {
     }
     let _ = writeln!(
         t,
-        "\nrates in Mpps: sent (sendmmsg accepted), upl rx (quiverd read from the uplink), VNIC rx (written into the guest's RX ring: the result), guest (taken by the guest); ns/fr = quiverd's CPU time per frame delivered; lost k = frames sent but never read by quiverd, k drops = interface + softnet drop counters + af_packet ring drops, q drops = quiverd's drop counters (uplink + VNIC); CPU %: pollers = quiverd's uplink poller threads (up-*), qd all = all of quiverd, sender / guest = the bench's threads; qwait / swait / gwait = time quiverd's threads (summed) / the sender / the guest were runnable but waited for a CPU; qCPU / sCPU = busy % of quiverd's / the sender's CPU, sirq = its softirq part, oth = other processes there (noisy when > 10 and the bench's threads waited > 10)"
+        "\n{}",
+        match dir {
+            Dir::Rx => "rates in Mpps: sent (sendmmsg accepted), upl rx (quiverd read from the uplink), VNIC rx (written into the guest's RX ring: the result), guest (taken by the guest); lost k = frames sent but never read by quiverd",
+            Dir::Tx => "rates in Mpps: sent (the guest queued), VNIC tx (quiverd took from the guest's TX ring), upl tx (quiverd wrote to the uplink), ns rx (the namespace's interface received: the result); lost k = frames quiverd wrote that never reached the namespace's interface",
+        }
+    );
+    let _ = writeln!(
+        t,
+        "ns/fr = quiverd's CPU time per frame delivered; k drops = interface + softnet drop counters + af_packet ring drops, q drops = quiverd's drop counters (uplink + VNIC); CPU %: pollers = quiverd's uplink poller threads (up-*), qd all = all of quiverd, src / guest = the bench's source (rx: raw-socket sender, tx: the guest) and receiving guest (rx only); qwait / swait / gwait = time quiverd's threads (summed) / the source / the guest were runnable but waited for a CPU; qCPU / sCPU = busy % of quiverd's / the source's CPU, sirq = its softirq part, oth = other processes there (noisy when > 10 and the bench's threads waited > 10)"
     );
     t
 }
 
-const TSV_HEADER: &str = "kind\trun\tsecs\tsent_pps\tuplink_rx_pps\tvnic_rx_pps\tguest_rx_pps\tquiverd_ns_per_frame\tlost_before_quiverd\tkernel_drops\tquiverd_drops\tsender_busy_calls\tpollers_cpu_pct\tpoller_max_cpu_pct\tvnic_worker_cpu_pct\tquiverd_cpu_pct\tsender_cpu_pct\tguest_cpu_pct\tquiverd_wait_pct\tsender_wait_pct\tguest_wait_pct\tquiverd_cpu_busy_pct\tquiverd_cpu_softirq_pct\tsender_cpu_busy_pct\tsender_cpu_softirq_pct\tquiverd_cpu_others_pct\tsender_cpu_others_pct\tuplink_kernel_counters\tquiverd_threads_cpu_pct\tbottleneck\n";
+/// Columns of runs.tsv. quiverd_in: rx uplink rx, tx VNIC tx; delivered: rx VNIC rx,
+/// tx the namespace interface's rx; tail: rx what the guest took, tx uplink tx.
+const TSV_HEADER: &str = "direction\tkind\trun\tsecs\tsent_pps\tquiverd_in_pps\tdelivered_pps\ttail_pps\tquiverd_ns_per_frame\tlost_before_quiverd\tkernel_drops\tquiverd_drops\tsender_busy_calls\tpollers_cpu_pct\tpoller_max_cpu_pct\tvnic_worker_cpu_pct\tquiverd_cpu_pct\tsender_cpu_pct\tguest_cpu_pct\tquiverd_wait_pct\tsender_wait_pct\tguest_wait_pct\tquiverd_cpu_busy_pct\tquiverd_cpu_softirq_pct\tsender_cpu_busy_pct\tsender_cpu_softirq_pct\tquiverd_cpu_others_pct\tsender_cpu_others_pct\tuplink_kernel_counters\tquiverd_threads_cpu_pct\tbottleneck\n";
 
 fn runs_tsv(samples: &[Sample]) -> String {
     let mut t = TSV_HEADER.to_owned();
     for s in samples {
         let _ = writeln!(
             t,
-            "{}\t{}\t{:.3}\t{:.0}\t{:.0}\t{:.0}\t{:.0}\t{:.0}\t{}\t{}\t{}\t{}\t{:.1}\t{:.1}\t{:.1}\t{:.1}\t{:.1}\t{:.1}\t{:.1}\t{:.1}\t{:.1}\t{:.1}\t{:.1}\t{:.1}\t{:.1}\t{:.1}\t{:.1}\t{}\t{}\t{}",
+            "{}\t{}\t{}\t{:.3}\t{:.0}\t{:.0}\t{:.0}\t{:.0}\t{:.0}\t{}\t{}\t{}\t{}\t{:.1}\t{:.1}\t{:.1}\t{:.1}\t{:.1}\t{:.1}\t{:.1}\t{:.1}\t{:.1}\t{:.1}\t{:.1}\t{:.1}\t{:.1}\t{:.1}\t{:.1}\t{}\t{}\t{}",
+            s.dir.name(),
             s.kind.name(),
             s.run,
             s.secs,
             s.sent,
-            s.uplink_rx,
-            s.vnic_rx,
-            s.guest_rx,
+            s.q_in,
+            s.delivered,
+            s.tail,
             s.quiverd_ns_per_frame(),
             s.lost_kernel,
             s.kernel_drops,
@@ -773,14 +903,22 @@ fn runs_tsv(samples: &[Sample]) -> String {
 }
 
 fn summary_tsv(samples: &[Sample], kinds: &[Kind]) -> String {
-    let mut t =
-        "kind\truns\tmin_mpps\tmedian_mpps\tmax_mpps\tratio_to_tap_median\tquiverd_ns_per_frame_median\n"
-            .to_owned();
-    let sum = summary(samples, kinds);
-    let tap = sum.iter().find(|s| s.0 == Kind::Tap).map(|s| s.3);
-    for (k, n, lo, med, hi) in &sum {
-        let ratio = tap.map_or(String::new(), |t| format!("{:.3}", med / t));
-        let _ = writeln!(t, "{}\t{n}\t{lo:.4}\t{med:.4}\t{hi:.4}\t{ratio}", k.name());
+    let mut t = "direction\tkind\truns\tmin_mpps\tmedian_mpps\tmax_mpps\tratio_to_tap_median\tquiverd_ns_per_frame_median\n"
+        .to_owned();
+    for dir in [Dir::Rx, Dir::Tx] {
+        let of: Vec<Sample> = samples.iter().filter(|s| s.dir == dir).cloned().collect();
+        let sum = summary(&of, kinds);
+        let tap = sum.iter().find(|s| s.0 == Kind::Tap).map(|s| s.3);
+        for (k, n, lo, med, hi) in &sum {
+            let ratio = tap.map_or(String::new(), |t| format!("{:.3}", med / t));
+            let _ = writeln!(
+                t,
+                "{}\t{}\t{n}\t{lo:.4}\t{med:.4}\t{hi:.4}\t{ratio}\t{:.0}",
+                dir.name(),
+                k.name(),
+                median_ns(&of, *k)
+            );
+        }
     }
     t
 }
@@ -798,8 +936,8 @@ fn run(args: Args) -> Result<()> {
             "--runs and --queues must be at least 1, --window positive and --warmup not negative"
         );
     }
-    if args.kinds.is_empty() {
-        bail!("--kinds is empty");
+    if args.kinds.is_empty() || args.directions.is_empty() {
+        bail!("--kinds and --directions must not be empty");
     }
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
@@ -854,18 +992,22 @@ fn run(args: Args) -> Result<()> {
     let mut samples = Vec::new();
     let mut failures = Vec::new();
     'runs: for run in 0..args.runs {
-        for &kind in &args.kinds {
+        for (&dir, &kind) in args
+            .directions
+            .iter()
+            .flat_map(|d| args.kinds.iter().map(move |k| (d, k)))
+        {
             if stop.load(Ordering::Relaxed) {
                 break 'runs;
             }
-            let what = format!("{} run {run}", kind.name());
-            match measure(&env, kind, run) {
+            let what = format!("{} {} run {run}", dir.name(), kind.name());
+            match measure(&env, kind, dir, run) {
                 Ok(s) => {
                     eprintln!(
-                        "{what}: {:.3} Mpps to the VNIC (sent {:.3}, uplink rx {:.3}); CPU % pollers {:.0}, quiverd {:.0}, sender {:.0}, guest {:.0}; run-queue wait % quiverd {:.0}, sender {:.0}, guest {:.0}; quiverd CPU busy {:.0}, sender CPU busy {:.0} (softirq {:.0}); others {:.0} / {:.0}; quiverd threads: {}; {}",
+                        "{what}: {:.3} Mpps delivered (sent {:.3}, quiverd took {:.3}); CPU % pollers {:.0}, quiverd {:.0}, source {:.0}, guest {:.0}; run-queue wait % quiverd {:.0}, source {:.0}, guest {:.0}; quiverd CPU busy {:.0}, source CPU busy {:.0} (softirq {:.0}); others {:.0} / {:.0}; quiverd threads: {}; {}",
                         s.mpps(),
                         s.sent / 1e6,
-                        s.uplink_rx / 1e6,
+                        s.q_in / 1e6,
                         s.pollers_cpu,
                         s.quiverd_cpu,
                         s.sender_cpu,
@@ -935,11 +1077,11 @@ mod tests {
             kind,
             run,
             secs: 1.0,
+            dir: Dir::Rx,
             sent: mpps * 1e6,
-            uplink_rx: mpps * 1e6,
-            vnic_rx: mpps * 1e6,
-            guest_rx: mpps * 1e6,
-            vnic_frames: 0,
+            q_in: mpps * 1e6,
+            delivered: mpps * 1e6,
+            tail: mpps * 1e6,
             lost_kernel: 0,
             kernel_drops: 0,
             quiverd_drops: 0,
@@ -981,25 +1123,30 @@ mod tests {
         assert!((sum[0].2 - 0.1).abs() < 1e-9 && (sum[0].3 - 0.2).abs() < 1e-9);
         assert!((sum[1].3 - 1.5).abs() < 1e-9 && (sum[1].4 - 2.0).abs() < 1e-9);
         let tsv = summary_tsv(&s, &[Kind::Tap, Kind::AfXdp]);
-        assert!(tsv.contains("af_xdp\t2\t1.0000\t1.5000\t2.0000\t7.500"));
+        assert!(tsv.contains("rx\taf_xdp\t2\t1.0000\t1.5000\t2.0000\t7.500\t"));
     }
 
     #[test]
     fn bottleneck_names_the_saturated_side_and_the_loss() {
         let mut s = sample(Kind::Tap, 0, 1.0);
-        s.vnic_frames = 1_000_000;
-        s.lost_kernel = 500_000;
         assert_eq!(
-            bottleneck(&s, 1_500_000, 1_000_000),
+            bottleneck(&s, 1_500_000, 1_000_000, 1_000_000, 1_000_000),
             "quiverd CPU saturated (no thread waited for its CPU); quiverd's uplink read is the limit: 33% of the sent frames lost before quiverd"
         );
-        s.lost_kernel = 0;
         s.qcpu_busy = 10.0;
         s.scpu_busy = 99.0;
         s.sender_wait = 30.0;
-        assert!(bottleneck(&s, 1_000_000, 1_000_000)
+        let m = 1_000_000;
+        assert!(bottleneck(&s, m, m, m, m)
             .starts_with("sender CPU saturated (waited for a CPU: sender 30%); the sender"));
-        assert!(bottleneck(&s, 1_000_000, 2_000_000).contains("guest is the limit: 50%"));
+        assert!(bottleneck(&s, 2 * m, 2 * m, m, m).contains("guest is the limit: 50%"));
+        s.dir = Dir::Tx;
+        let b = bottleneck(&s, m, m, m, m * 9 / 10);
+        assert!(
+            b.starts_with("guest CPU saturated (waited for a CPU: guest 30%)")
+                && b.contains("the kernel is the limit: 10%"),
+            "{b}"
+        );
     }
 
     #[test]

@@ -48,6 +48,9 @@ pub struct Topo {
     pub send_dev: String,
     /// Interfaces whose drop counters are read: (namespace, name).
     pub devs: Vec<(String, String)>,
+    /// Which of `devs` is the namespace's side (the TAP, the far veth end): its
+    /// rx_packets count what quiverd sent to the namespace.
+    pub far: usize,
     /// The VNIC's vhost-user socket.
     pub socket: PathBuf,
 }
@@ -135,6 +138,7 @@ pub fn build(kind: Kind, spec: &QuiverdSpec) -> Result<Topo> {
                 send_ns: n.clone(),
                 send_dev: tap.clone(),
                 devs: vec![(n, tap)],
+                far: 0,
                 _namespaces: vec![ns],
                 socket,
             })
@@ -184,6 +188,7 @@ pub fn build(kind: Kind, spec: &QuiverdSpec) -> Result<Topo> {
                 send_ns: h.clone(),
                 send_dev: b.clone(),
                 devs: vec![(q, a), (h, b)],
+                far: 1,
                 _namespaces: vec![qns, hns],
                 socket,
             })

@@ -13,7 +13,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
-use quiver_testdriver::{DriverConfig, Guest};
+use quiver_testdriver::{DriverConfig, DriverError, Guest};
 use quiver_uplink::netns::NETNS_RUN_DIR;
 
 use crate::topo::VNIC_MAC;
@@ -38,10 +38,15 @@ fn ip_checksum(hdr: &[u8]) -> u16 {
 /// A `len`-byte (no FCS; at least 42) IPv4/UDP frame from SENDER_MAC to `dst`, UDP
 /// source port `sport`.
 pub fn udp_frame(dst: [u8; 6], sport: u16, len: usize) -> Vec<u8> {
+    udp_frame_from(SENDER_MAC, dst, sport, len)
+}
+
+/// The same from `src`.
+pub fn udp_frame_from(src: [u8; 6], dst: [u8; 6], sport: u16, len: usize) -> Vec<u8> {
     let len = len.max(42);
     let mut f = Vec::with_capacity(len);
     f.extend_from_slice(&dst);
-    f.extend_from_slice(&SENDER_MAC);
+    f.extend_from_slice(&src);
     f.extend_from_slice(&[0x08, 0x00]);
     let ip_len = u16::try_from(len - 14).unwrap_or(u16::MAX);
     let mut ip = [0u8; 20];
@@ -287,6 +292,54 @@ pub fn start_guest(
             if g.recv_any(Duration::from_millis(20))?.is_some() {
                 n += 1;
                 received.store(n, Ordering::Relaxed);
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Starts the sending guest (VNIC → uplink → namespace): a testdriver front-end on
+/// `socket` pinned to `cpu` that queues `frame_len`-byte frames from the VNIC's MAC to
+/// SENDER_MAC (no VNIC owns it: quiverd sends them to the uplink) as fast as its TX ring
+/// takes them, counting them in `counters` (`busy`: sends that found the ring full),
+/// until stopped.
+pub fn start_guest_sender(
+    socket: PathBuf,
+    cpu: usize,
+    frame_len: usize,
+    counters: Arc<SendCounters>,
+) -> Result<Worker> {
+    spawn_worker("guest-tx", move |stop, ready| {
+        pin_thread(cpu)?;
+        let mut g = Guest::connect(
+            &socket,
+            DriverConfig {
+                mac: VNIC_MAC,
+                queue_size: 1024,
+                ..DriverConfig::default()
+            },
+            Duration::from_secs(5),
+        )
+        .with_context(|| format!("guest connecting to {}", socket.display()))?;
+        let frames: Vec<Vec<u8>> = (0..BURST)
+            .map(|i| {
+                let sport = 20_000 + u16::try_from(i).unwrap_or(0);
+                udp_frame_from(VNIC_MAC, SENDER_MAC, sport, frame_len)
+            })
+            .collect();
+        ready(gettid());
+        let mut i = 0usize;
+        while !stop.load(Ordering::Relaxed) {
+            match g.send(0, &frames[i % frames.len()]) {
+                Ok(()) => {
+                    i = i.wrapping_add(1);
+                    counters.sent.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(DriverError::RingFull { .. }) => {
+                    counters.busy.fetch_add(1, Ordering::Relaxed);
+                    std::thread::yield_now();
+                }
+                Err(e) => return Err(e.into()),
             }
         }
         Ok(())
