@@ -66,6 +66,10 @@ struct Args {
     /// vm.nr_hugepages is raised to at least this for the run, then restored.
     #[arg(long, default_value_t = 1024)]
     hugepages: u64,
+    /// quiverd's adaptive busy poll on every VNIC, in microseconds (`busy_poll_us`;
+    /// 0 = off, quiverd's default). Run once with and once without to compare.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=1000))]
+    busy_poll_us: u32,
     /// Bursts of 32 frames per port that seed the vm2vm loops (`start tx_first N`).
     #[arg(long, default_value_t = 64)]
     tx_first: u32,
@@ -200,6 +204,7 @@ fn run(args: Args) -> Result<()> {
         warmup: Duration::from_secs_f64(args.warmup),
         window: Duration::from_secs_f64(args.window),
         tx_first: args.tx_first,
+        busy_poll_us: args.busy_poll_us,
         sock_dir: sock_dir.0.clone(),
         log_dir,
         stop: stop.clone(),

@@ -79,6 +79,8 @@ pub struct Env {
     pub log_dir: PathBuf,
     /// Set by SIGINT / SIGTERM: the measurement in progress gives up.
     pub stop: Arc<AtomicBool>,
+    /// quiverd's `busy_poll_us` on every VNIC (0: off, quiverd's default).
+    pub busy_poll_us: u32,
 }
 
 impl Env {
@@ -172,6 +174,14 @@ impl Sample {
             self.gen_tx_full as f64 * 100.0 / attempts as f64
         }
     }
+}
+
+/// `cfg` with `busy_poll_us = us` on every VNIC (unchanged for 0).
+pub fn with_busy_poll(cfg: String, us: u32) -> String {
+    if us == 0 {
+        return cfg;
+    }
+    cfg.replace("[[vnic]]\n", &format!("[[vnic]]\nbusy_poll_us = {us}\n"))
 }
 
 /// quiverd's configuration for `test`: two VNICs (and the test's uplink), with
@@ -370,7 +380,10 @@ pub fn measure(
                 &env.quiverd,
                 env.backend_cpu,
                 &qdir,
-                &quiverd_config(test, size, &socks, reclaim),
+                &with_busy_poll(
+                    quiverd_config(test, size, &socks, reclaim),
+                    env.busy_poll_us,
+                ),
                 &socks,
             )?)
         }
@@ -531,6 +544,13 @@ mod tests {
     fn quiverd_configs_have_the_uplink_each_test_needs() {
         let socks = [PathBuf::from("/t/vm1.sock"), PathBuf::from("/t/vm2.sock")];
         let v = quiverd_config(Test::Vm2vm, 64, &socks, None);
+        assert_eq!(with_busy_poll(v.clone(), 0), v);
+        assert_eq!(
+            with_busy_poll(v.clone(), 50)
+                .matches("busy_poll_us = 50\n")
+                .count(),
+            2
+        );
         assert!(!v.contains("[[uplink]]") && !v.contains("tx_reclaim"));
         assert_eq!(v.matches("[[vnic]]").count(), 2);
         let b = quiverd_config(Test::Vm2vm, 64, &socks, Some(Policy::Batched));
