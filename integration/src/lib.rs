@@ -8,6 +8,7 @@ pub mod nshost;
 pub mod pingloop;
 pub mod qemu;
 pub mod testpmd;
+pub mod veth;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -6,7 +6,7 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
-use anyhow::{ensure, Context, Result};
+use anyhow::{Context, Result};
 use quiver_uplink::netns::{unique_name, NetnsGuard};
 
 /// A namespace and the name of quiverd's TAP uplink `up0` inside it.
@@ -62,14 +62,7 @@ impl NsHost {
 
     /// Runs a command in the namespace; its stdout, or an error with its stderr.
     pub fn run(&self, args: &[&str]) -> Result<String> {
-        let out = self.ns.exec(args).with_context(|| format!("{args:?}"))?;
-        ensure!(
-            out.status.success(),
-            "{args:?} in {}: {}",
-            self.ns.name(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        crate::veth::ns_run(&self.ns, args)
     }
 
     /// Starts a long-running command in the namespace, its output going to `log`.

@@ -13,6 +13,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
+use quiver_integration::veth::{ns_run, VethPair};
 use quiver_integration::{have, is_root, vnic_all_drops, vnic_total, Quiverd};
 use quiver_testdriver::{DriverConfig, Guest};
 use quiver_uplink::netns::{unique_name, NetnsGuard, NETNS_RUN_DIR};
@@ -59,55 +60,14 @@ struct Setup {
     peer: String,
 }
 
-fn ns_run(ns: &NetnsGuard, args: &[&str]) -> Result<String> {
-    let out = ns.exec(args)?;
-    ensure!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
 fn setup() -> Result<Setup> {
-    let wire = NetnsGuard::new(unique_name("qaw"))?;
-    let host = NetnsGuard::new(unique_name("qah"))?;
-    // No IPv6 chatter (router solicitations, MLD): every frame counted is the test's.
-    for ns in [&wire, &host] {
-        ns_run(
-            ns,
-            &[
-                "sysctl",
-                "-qw",
-                "net.ipv6.conf.all.disable_ipv6=1",
-                "net.ipv6.conf.default.disable_ipv6=1",
-            ],
-        )?;
-    }
-    let (ifname, peer) = (unique_name("qa"), unique_name("qb"));
-    ns_run(
-        &wire,
-        &[
-            "ip",
-            "link",
-            "add",
-            &ifname,
-            "numtxqueues",
-            "4",
-            "numrxqueues",
-            "4",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &peer,
-            "netns",
-            host.name(),
-        ],
-    )?;
-    ns_run(&wire, &["ip", "link", "set", &ifname, "up"])?;
+    let VethPair {
+        wire,
+        host,
+        ifname,
+        peer,
+    } = VethPair::new("qa", 4)?;
     let n = net();
-    ns_run(&host, &["ip", "link", "set", &peer, "up"])?;
     let host_cidr = format!("{}/24", n.host);
     ns_run(&host, &["ip", "addr", "add", &host_cidr, "dev", &peer])?;
     let mut cfg = format!(

@@ -18,9 +18,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Result};
+use quiver_integration::veth::{ns_run, VethPair};
 use quiver_integration::{is_root, vnic_all_drops, vnic_total, Quiverd};
 use quiver_testdriver::{DriverConfig, Guest};
-use quiver_uplink::netns::{unique_name, NetnsGuard};
+use quiver_uplink::netns::NetnsGuard;
 
 const MAC1: [u8; 6] = [0x52, 0x54, 0, 0, 0, 1];
 const MAC2: [u8; 6] = [0x52, 0x54, 0, 0, 0, 2];
@@ -48,58 +49,26 @@ struct Setup {
     b: String,
 }
 
-fn ns_run(ns: &NetnsGuard, args: &[&str]) -> Result<String> {
-    let out = ns.exec(args)?;
-    ensure!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
 /// Two namespaces joined by a veth pair with 4 queues each way; `a` (quiverd's)
 /// gets `a_ip`, `b` gets `b_ip`. Everything lives in the namespaces, so dropping
 /// the guards removes it all however the test ends.
 fn veth_pair() -> Result<(NetnsGuard, NetnsGuard, String, String)> {
-    let qns = NetnsGuard::new(unique_name("qxq"))?;
-    let hns = NetnsGuard::new(unique_name("qxh"))?;
-    let (a, b) = (unique_name("qxa"), unique_name("qxb"));
+    let VethPair {
+        wire,
+        host,
+        ifname,
+        peer,
+    } = VethPair::new("qx", 4)?;
     let (a_ip, b_ip) = subnet();
     ns_run(
-        &hns,
-        &[
-            "ip",
-            "link",
-            "add",
-            &a,
-            "numtxqueues",
-            "4",
-            "numrxqueues",
-            "4",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &b,
-            "numtxqueues",
-            "4",
-            "numrxqueues",
-            "4",
-        ],
+        &wire,
+        &["ip", "addr", "add", &format!("{a_ip}/24"), "dev", &ifname],
     )?;
-    ns_run(&hns, &["ip", "link", "set", &a, "netns", qns.name()])?;
     ns_run(
-        &qns,
-        &["ip", "addr", "add", &format!("{a_ip}/24"), "dev", &a],
+        &host,
+        &["ip", "addr", "add", &format!("{b_ip}/24"), "dev", &peer],
     )?;
-    ns_run(&qns, &["ip", "link", "set", &a, "up"])?;
-    ns_run(
-        &hns,
-        &["ip", "addr", "add", &format!("{b_ip}/24"), "dev", &b],
-    )?;
-    ns_run(&hns, &["ip", "link", "set", &b, "up"])?;
-    Ok((qns, hns, a, b))
+    Ok((wire, host, ifname, peer))
 }
 
 fn config(a: &str, qns: &str) -> String {

@@ -7,6 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
+use quiver_integration::veth::ns_run;
 use quiver_integration::{have, is_root, Quiverd};
 use quiver_testdriver::{DriverConfig, Guest};
 use quiver_uplink::netns::{unique_name, NetnsGuard};
@@ -44,16 +45,6 @@ fn setup(vlan_vnic: bool) -> Result<Setup> {
     }
     let q = Quiverd::start("tap", &cfg)?;
     Ok(Setup { ns, ifname, q })
-}
-
-fn ns_run(ns: &NetnsGuard, args: &[&str]) -> Result<String> {
-    let out = ns.exec(args)?;
-    ensure!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// Receives frames until `pick` returns Some, or fails after WAIT.
