@@ -5,7 +5,7 @@
 //! chain can visit at most `size` descriptors (loop guard). A failure is a bad chain:
 //! the caller completes it with used length 0 and carries on.
 
-use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
+use vm_memory::{GuestAddress, GuestMemoryBackend, VolatileMemory};
 
 use crate::ring::SplitRing;
 use crate::segs::{SegList, MAX_FRAME_SEGS};
@@ -84,10 +84,11 @@ pub struct DescChain<'m> {
 }
 
 fn read_desc(table: &crate::Slice<'_>, index: u16) -> Result<(u64, u32, u16, u16), ChainError> {
-    let mut raw = [0u8; DESC_SIZE];
-    table
-        .read_slice(&mut raw, usize::from(index) * DESC_SIZE)
-        .map_err(|_source| ChainError::Access)?;
+    // One fixed-size volatile load (inlined), not a general copy of 16 bytes.
+    let raw: [u8; DESC_SIZE] = table
+        .get_ref::<[u8; DESC_SIZE]>(usize::from(index) * DESC_SIZE)
+        .map_err(|_source| ChainError::Access)?
+        .load();
     let addr = u64::from_le_bytes([
         raw[0], raw[1], raw[2], raw[3], raw[4], raw[5], raw[6], raw[7],
     ]);
@@ -217,6 +218,7 @@ pub(crate) mod tests {
     use crate::ring::RingAddrs;
     use virtio_queue::desc::{split::Descriptor as SplitDescriptor, RawDescriptor};
     use virtio_queue::mock::MockSplitQueue;
+    use vm_memory::Bytes;
     use vm_memory::{Address, GuestMemoryMmap};
 
     pub(crate) const NEXT: u16 = VIRTQ_DESC_F_NEXT;

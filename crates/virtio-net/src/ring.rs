@@ -12,7 +12,7 @@
 use std::num::Wrapping;
 use std::sync::atomic::{fence, Ordering};
 
-use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, VolatileMemory};
 
 use crate::{GuestMem, Slice};
 
@@ -211,8 +211,9 @@ impl<'m> SplitRing<'m> {
         elem[..4].copy_from_slice(&u32::from(id).to_le_bytes());
         elem[4..].copy_from_slice(&len.to_le_bytes());
         self.used
-            .write_slice(&elem, offset)
-            .map_err(|_source| RingError::Access { offset })?;
+            .get_ref::<[u8; 8]>(offset)
+            .map_err(|_source| RingError::Access { offset })?
+            .store(elem);
         self.next_used += Wrapping(1);
         Ok(())
     }

@@ -10,7 +10,7 @@ use arrayvec::ArrayVec;
 use crate::chain::{read_chain, ChainError, DescChain, Direction};
 use crate::features::VIRTIO_NET_HDR_LEN;
 use crate::ring::{PopError, RingError, SplitRing};
-use crate::segs::copy_segs;
+use crate::segs::{copy_segs, write_at};
 use crate::{GuestMem, Slice};
 
 /// Most RX buffers one frame may take.
@@ -66,7 +66,13 @@ fn copy_hdr_frame(
     len: usize,
 ) -> usize {
     let mut done = 0;
-    if off < VIRTIO_NET_HDR_LEN {
+    if off == 0 && len >= VIRTIO_NET_HDR_LEN {
+        // The usual case: the whole header at the start of the first buffer.
+        done = write_at(dst, 0, *hdr);
+        if done < VIRTIO_NET_HDR_LEN {
+            return done;
+        }
+    } else if off < VIRTIO_NET_HDR_LEN {
         let mut h = *hdr;
         let n = (VIRTIO_NET_HDR_LEN - off).min(len);
         let src = [Slice::from(&mut h[off..off + n])];
@@ -150,9 +156,7 @@ impl RxWriter {
         let buffers = count(taken.len());
         if self.mergeable {
             if let Some(first) = &first {
-                let mut nb = buffers.to_le_bytes();
-                let src = [Slice::from(&mut nb[..])];
-                copy_segs(&src, 0, &first.segs, NUM_BUFFERS_OFFSET, 2);
+                write_at(&first.segs, NUM_BUFFERS_OFFSET, buffers.to_le_bytes());
             }
         }
         for (id, len) in taken {

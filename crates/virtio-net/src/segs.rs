@@ -1,6 +1,7 @@
 //! Mapped buffers of one frame and the scatter-gather copy between two such lists.
 
 use arrayvec::ArrayVec;
+use vm_memory::{ByteValued, VolatileMemory};
 
 use crate::Slice;
 
@@ -65,6 +66,35 @@ impl<'m> std::ops::Deref for SegList<'m> {
             SegList::Spilled(v) => v,
         }
     }
+}
+
+/// Reads the first `N` bytes of `segs` into `out`; returns how many there were. When
+/// the first segment holds them all (the usual case) this is one fixed-size volatile
+/// load the compiler inlines, not a call into the general copy for a dozen bytes.
+pub fn read_prefix<const N: usize>(segs: &[Slice<'_>], out: &mut [u8; N]) -> usize
+where
+    [u8; N]: ByteValued,
+{
+    if let Some(r) = segs.first().and_then(|s| s.get_ref::<[u8; N]>(0).ok()) {
+        *out = r.load();
+        return N;
+    }
+    let dst = [Slice::from(&mut out[..])];
+    copy_segs(segs, 0, &dst, 0, N)
+}
+
+/// Writes `data` at byte `off` of `segs`; returns the bytes written. One fixed-size
+/// volatile store when the first segment holds the range, the general copy otherwise.
+pub fn write_at<const N: usize>(segs: &[Slice<'_>], off: usize, mut data: [u8; N]) -> usize
+where
+    [u8; N]: ByteValued,
+{
+    if let Some(r) = segs.first().and_then(|s| s.get_ref::<[u8; N]>(off).ok()) {
+        r.store(data);
+        return N;
+    }
+    let src = [Slice::from(&mut data[..])];
+    copy_segs(&src, 0, segs, off, N)
 }
 
 /// Copies up to `len` bytes from `src` (starting `src_off` bytes in) into `dst`
@@ -138,6 +168,30 @@ mod tests {
             l.try_push(Slice::from(&mut it.next().expect("buf")[..])),
             Err(SegListFull)
         );
+    }
+
+    #[test]
+    fn prefix_reads_and_writes_take_the_fast_path_or_span_segments() {
+        let mut a = [1u8, 2, 3];
+        let mut b = [4u8, 5, 6, 7, 8];
+        let mut whole = [9u8; 16];
+        {
+            let split = [Slice::from(&mut a[..]), Slice::from(&mut b[..])];
+            let mut out = [0u8; 6];
+            assert_eq!(read_prefix(&split, &mut out), 6);
+            assert_eq!(out, [1, 2, 3, 4, 5, 6]);
+            assert_eq!(write_at(&split, 2, [0xaa, 0xbb]), 2);
+            let mut long = [0u8; 9];
+            assert_eq!(read_prefix(&split, &mut long), 8, "only 8 bytes exist");
+            let one = [Slice::from(&mut whole[..])];
+            let mut out = [0u8; 12];
+            assert_eq!(read_prefix(&one, &mut out), 12);
+            assert_eq!(write_at(&one, 14, [1, 2]), 2);
+            assert_eq!(write_at(&one, 15, [1, 2]), 1, "runs off the end");
+        }
+        assert_eq!(a, [1, 2, 0xaa]);
+        assert_eq!(b[0], 0xbb);
+        assert_eq!(&whole[14..], &[1, 1]);
     }
 
     #[test]

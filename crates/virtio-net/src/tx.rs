@@ -4,8 +4,11 @@
 use crate::chain::{read_chain, ChainError, Direction};
 use crate::features::VIRTIO_NET_HDR_LEN;
 use crate::ring::SplitRing;
-use crate::segs::{copy_segs, SegList};
-use crate::{GuestMem, Slice};
+use crate::segs::{read_prefix, SegList};
+use crate::GuestMem;
+#[cfg(test)]
+use crate::Slice;
+use vm_memory::ByteValued;
 
 /// Why a TX chain is not a frame.
 #[derive(Debug, thiserror::Error, PartialEq, Eq, Clone)]
@@ -39,11 +42,13 @@ pub struct TxFrame<'m> {
 }
 
 impl TxFrame<'_> {
-    /// Copies the first bytes of the frame (for header parsing) into `out`.
-    pub fn peek(&self, out: &mut [u8]) -> usize {
-        let n = out.len().min(self.len);
-        let dst = [Slice::from(&mut out[..n])];
-        copy_segs(&self.segs, 0, &dst, 0, n)
+    /// Copies the first `N` bytes of the frame (for header parsing) into `out`;
+    /// returns how many the frame had.
+    pub fn peek<const N: usize>(&self, out: &mut [u8; N]) -> usize
+    where
+        [u8; N]: ByteValued,
+    {
+        read_prefix(&self.segs, out).min(self.len)
     }
 }
 
@@ -82,10 +87,7 @@ impl TxReader {
             });
         }
         let mut hdr = [0u8; VIRTIO_NET_HDR_LEN];
-        {
-            let dst = [Slice::from(&mut hdr[..])];
-            copy_segs(&chain.segs, 0, &dst, 0, VIRTIO_NET_HDR_LEN);
-        }
+        read_prefix(&chain.segs, &mut hdr);
         // gso_type without its ECN bit (§5.1.6: VIRTIO_NET_HDR_GSO_ECN = 0x80).
         let gso_type = hdr[1] & 0x7f;
         let max = if gso_type == 0 {
@@ -158,7 +160,11 @@ mod tests {
         assert_eq!(f.hdr[0], 0xaa);
         assert_eq!(f.hdr[2..], [0xaa; 10]);
         let mut out = vec![0u8; f.len];
-        assert_eq!(f.peek(&mut out), f.len);
+        let dst = [Slice::from(&mut out[..])];
+        assert_eq!(crate::segs::copy_segs(&f.segs, 0, &dst, 0, f.len), f.len);
+        let mut eth = [0u8; 14];
+        assert_eq!(f.peek(&mut eth), 14.min(f.len));
+        assert_eq!(&eth[..14.min(f.len)], &out[..14.min(f.len)]);
         Ok((f.len, out))
     }
 
