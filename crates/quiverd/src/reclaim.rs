@@ -73,8 +73,6 @@ pub struct Reclaim {
     /// Moving average of chains per wakeup, ×SCALE.
     avg: u32,
     bulk: bool,
-    /// Mode changes so far (bulk ↔ sparse), for the counters.
-    pub switches: u64,
 }
 
 impl Reclaim {
@@ -83,7 +81,6 @@ impl Reclaim {
             policy,
             avg: 0,
             bulk: policy == ReclaimPolicy::Batched,
-            switches: 0,
         }
     }
 
@@ -93,23 +90,23 @@ impl Reclaim {
         self.bulk
     }
 
-    /// Records a wakeup that found `chains` chains (all its bursts together).
-    pub fn observe(&mut self, chains: usize) {
+    /// Records a wakeup that found `chains` chains (all its bursts together); true
+    /// when that changed the mode (bulk ↔ sparse), for the counters.
+    pub fn observe(&mut self, chains: usize) -> bool {
         let chains = u32::try_from(chains).unwrap_or(u32::MAX).min(4096);
         // avg += (x - avg) / 8, in fixed point.
         self.avg = self.avg - self.avg / 8 + chains * SCALE / 8;
         if self.policy != ReclaimPolicy::Adaptive {
-            return;
+            return false;
         }
         let bulk = if self.bulk {
             self.avg > BULK_LEAVE * SCALE
         } else {
             self.avg >= BULK_ENTER * SCALE
         };
-        if bulk != self.bulk {
-            self.bulk = bulk;
-            self.switches += 1;
-        }
+        let switched = bulk != self.bulk;
+        self.bulk = bulk;
+        switched
     }
 
     /// Whether to publish now, with `unpublished` chains completed but not yet handed
@@ -132,12 +129,13 @@ mod tests {
     fn fixed_policies_never_switch() {
         let mut eager = Reclaim::new(ReclaimPolicy::Eager);
         let mut batched = Reclaim::new(ReclaimPolicy::Batched);
+        let mut switched = false;
         for _ in 0..100 {
-            eager.observe(64);
-            batched.observe(1);
+            switched |= eager.observe(64);
+            switched |= batched.observe(1);
         }
         assert!(!eager.batching() && batched.batching());
-        assert_eq!(eager.switches + batched.switches, 0);
+        assert!(!switched, "a fixed policy changed mode");
         assert!(eager.publish_now(1, 1, 256));
         assert!(!batched.publish_now(1, 1, 256));
     }
@@ -145,32 +143,33 @@ mod tests {
     #[test]
     fn adaptive_batches_bulk_and_returns_to_eager_when_sparse() {
         let mut r = Reclaim::new(ReclaimPolicy::Adaptive);
+        let mut switches = 0;
         assert!(!r.batching(), "starts eager");
         // A few single-chain wakeups: still eager.
         for _ in 0..50 {
-            r.observe(1);
+            switches += u32::from(r.observe(1));
         }
         assert!(!r.batching());
         // Streaming: 64-chain wakeups turn batching on within a handful of wakeups.
         let mut n = 0;
         while !r.batching() {
-            r.observe(64);
+            switches += u32::from(r.observe(64));
             n += 1;
             assert!(n < 20, "never switched to batching");
         }
         // Hysteresis: averages between LEAVE and ENTER keep the mode.
         for _ in 0..50 {
-            r.observe(16);
+            switches += u32::from(r.observe(16));
         }
         assert!(r.batching());
         // Sparse again: back to eager.
         n = 0;
         while r.batching() {
-            r.observe(1);
+            switches += u32::from(r.observe(1));
             n += 1;
             assert!(n < 40, "never went back to eager");
         }
-        assert_eq!(r.switches, 2);
+        assert_eq!(switches, 2);
     }
 
     #[test]

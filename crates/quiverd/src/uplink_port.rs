@@ -3,7 +3,7 @@
 
 use std::sync::{Arc, Mutex, PoisonError};
 
-use quiver_switch::{QueueCounters, RingTable, UplinkId};
+use quiver_switch::{QueueCounters, RingMove, RingTable, UplinkId};
 use quiver_uplink::steering::{EthtoolSteering, FlowSteering, SteerPath, Steering};
 use quiver_uplink::{Uplink, UplinkKind};
 
@@ -76,13 +76,7 @@ impl UplinkPort {
             .collect();
         for name in &gone {
             for m in r.table.remove(name) {
-                log::info!(
-                    "uplink {}: ring {} from {} to {}",
-                    self.cfg.name,
-                    m.ring,
-                    m.from.as_deref().unwrap_or("the shared group"),
-                    m.to.as_deref().unwrap_or("the shared group")
-                );
+                self.log_move(&m);
             }
             if let Some(s) = r.steering.as_mut() {
                 s.release(name);
@@ -90,13 +84,7 @@ impl UplinkPort {
         }
         for v in vnics {
             for m in r.table.request(v.name.clone(), usize::from(v.rings)) {
-                log::info!(
-                    "uplink {}: ring {} from {} to {}",
-                    self.cfg.name,
-                    m.ring,
-                    m.from.as_deref().unwrap_or("the shared group"),
-                    m.to.as_deref().unwrap_or("the shared group")
-                );
+                self.log_move(&m);
             }
         }
         let Rings { table, steering } = &mut *r;
@@ -109,6 +97,17 @@ impl UplinkPort {
                 s.assign(&v.name, v.mac.0, v.vlan, ring);
             }
         }
+    }
+
+    fn log_move(&self, m: &RingMove<String>) {
+        let group = |v: &Option<String>| v.clone().unwrap_or_else(|| "the shared group".into());
+        log::info!(
+            "uplink {}: ring {} from {} to {}",
+            self.cfg.name,
+            m.ring,
+            group(&m.from),
+            group(&m.to)
+        );
     }
 
     /// The rings `vnic` holds and how its frames reach it.

@@ -57,8 +57,8 @@ pub struct Worker {
     /// Publishes deferred TX completions at the deadline; without it (timerfd_create
     /// failed) completions are never deferred.
     timer: Option<TimerFd>,
-    timer_armed: bool,
-    /// When the armed deadline passes (a busy-polling worker checks it itself).
+    /// When the armed deadline passes (`None`: not armed); a busy-polling worker
+    /// checks it itself.
     deadline_at: Option<Instant>,
     /// How long an emptied TX ring is polled before the worker sleeps (0 = never).
     busy_poll: Duration,
@@ -78,7 +78,6 @@ impl Worker {
             log: RateLimiter::new(Duration::from_secs(5), 10),
             reclaim: Reclaim::new(policy),
             timer,
-            timer_armed: false,
             deadline_at: None,
             busy_poll,
         }
@@ -92,21 +91,23 @@ impl Worker {
     /// Gives up the deadline timer: completions are published every burst.
     pub fn drop_timer(&mut self) {
         self.timer = None;
-        self.timer_armed = false;
+        self.deadline_at = None;
     }
 
     /// Arms the deadline for completions just deferred (once: a later burst does not
     /// push it back).
     fn arm_deadline(&mut self) -> bool {
-        if self.timer_armed {
+        if self.deadline_at.is_some() {
             return true;
         }
         let Some(timer) = self.timer.as_mut() else {
             return false;
         };
-        self.timer_armed = timer.reset(DEADLINE, None).is_ok();
+        if timer.reset(DEADLINE, None).is_err() {
+            return false;
+        }
         self.deadline_at = Some(Instant::now() + DEADLINE);
-        self.timer_armed
+        true
     }
 
     /// The deadline passed: publish whatever completions are still deferred.
@@ -115,7 +116,6 @@ impl Worker {
             // Readable, so the read does not block; it only clears the expiry.
             let _ = timer.wait();
         }
-        self.timer_armed = false;
         self.deadline_at = None;
         if flush_tx(vnic, conn, 2 * self.pair + 1) {
             vnic.events
@@ -256,9 +256,7 @@ impl Worker {
                 std::thread::yield_now();
             }
         }
-        let switches = self.reclaim.switches;
-        self.reclaim.observe(chains);
-        if self.reclaim.switches != switches {
+        if self.reclaim.observe(chains) {
             vnic.events
                 .reclaim_switches
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
