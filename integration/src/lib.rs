@@ -136,6 +136,18 @@ impl Quiverd {
         Ok(())
     }
 
+    /// A testdriver front-end with the default features and `mac`, connected to the
+    /// server-mode VNIC `name` (its socket is `@DIR@/NAME.sock`).
+    pub fn guest(&self, name: &str, mac: [u8; 6]) -> Result<quiver_testdriver::Guest> {
+        let cfg = quiver_testdriver::DriverConfig {
+            mac,
+            ..quiver_testdriver::DriverConfig::default()
+        };
+        let sock = self.dir.path().join(format!("{name}.sock"));
+        quiver_testdriver::Guest::connect(&sock, cfg, Duration::from_secs(5))
+            .with_context(|| format!("connecting a test front-end to {name}"))
+    }
+
     pub fn pid(&self) -> i32 {
         self.child
             .as_ref()

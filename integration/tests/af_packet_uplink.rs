@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context, Result};
 use quiver_integration::veth::{ns_run, VethPair};
 use quiver_integration::{have, is_root, vnic_all_drops, vnic_total, Quiverd};
-use quiver_testdriver::{DriverConfig, Guest};
+use quiver_testdriver::Guest;
 use quiver_uplink::netns::{unique_name, NetnsGuard, NETNS_RUN_DIR};
 use quiver_wire::{
     build_arp, build_icmpv4_echo, ArpOperation, ArpRepr, EtherType, EthernetFrame, Icmpv4Echo,
@@ -90,17 +90,6 @@ fn setup() -> Result<Setup> {
         _wire: wire,
         peer,
     })
-}
-
-fn guest(s: &Setup, name: &str, mac: [u8; 6]) -> Result<Guest> {
-    Ok(Guest::connect(
-        &s.q.dir.path().join(format!("{name}.sock")),
-        DriverConfig {
-            mac,
-            ..DriverConfig::default()
-        },
-        WAIT,
-    )?)
 }
 
 /// A raw AF_PACKET socket bound to `ifname` inside namespace `ns`, made on a helper
@@ -266,8 +255,8 @@ fn frames_reach_the_vnic_owning_their_dst_mac_over_every_ring() -> Result<()> {
         return Ok(());
     }
     let s = setup()?;
-    let mut g1 = guest(&s, "vm1", MAC1)?;
-    let mut g2 = guest(&s, "vm2", MAC2)?;
+    let mut g1 = s.q.guest("vm1", MAC1)?;
+    let mut g2 = s.q.guest("vm2", MAC2)?;
     let sock = packet_socket_in(s.host.name(), &s.peer)?;
     // Anything the namespace's kernel sent before the guests' rings were up may count
     // as not_ready: only drops from here on count.
@@ -332,7 +321,7 @@ fn frames_reach_the_vnic_owning_their_dst_mac_over_every_ring() -> Result<()> {
     eprintln!("uplink rx per fanout socket: {per_queue:?}");
 
     // Broadcast reaches both VNICs (and not vm3, on VLAN 100).
-    let mut g3 = guest(&s, "vm3", MAC3)?;
+    let mut g3 = s.q.guest("vm3", MAC3)?;
     for seq in 0..10 {
         send_raw(
             &sock,
@@ -393,7 +382,7 @@ fn guest_tx_reaches_the_namespace_which_answers_arp_and_icmp() -> Result<()> {
     }
     let s = setup()?;
     let n = net();
-    let mut g = guest(&s, "vm1", MAC1)?;
+    let mut g = s.q.guest("vm1", MAC1)?;
     let host_mac = arp(&mut g, MAC1, n.guest, n.host)?;
     let mut frame = Vec::new();
     for seq in 0..3u16 {
@@ -448,8 +437,8 @@ fn vlan_tagged_frames_reach_the_access_vlan_vnic_only() -> Result<()> {
     }
     let s = setup()?;
     let n = net();
-    let mut g1 = guest(&s, "vm1", MAC1)?;
-    let mut g3 = guest(&s, "vm3", MAC3)?;
+    let mut g1 = s.q.guest("vm1", MAC1)?;
+    let mut g3 = s.q.guest("vm3", MAC3)?;
     let sock = packet_socket_in(s.host.name(), &s.peer)?;
 
     // Tagged 100 to vm3: delivered, untagged (access VLAN).
@@ -570,7 +559,7 @@ fn rate_64_byte_frames_namespace_to_vnic() -> Result<()> {
         return Ok(());
     }
     let s = setup()?;
-    let mut g1 = guest(&s, "vm1", MAC1)?;
+    let mut g1 = s.q.guest("vm1", MAC1)?;
     let sock = packet_socket_in(s.host.name(), &s.peer)?;
     let run = Duration::from_secs(3);
     let frames: Vec<Vec<u8>> = (0..64)

@@ -86,17 +86,6 @@ fn setup() -> Result<Setup> {
     Ok(Setup { q, qns, hns, a, b })
 }
 
-fn guest(s: &Setup, name: &str, mac: [u8; 6]) -> Result<Guest> {
-    Ok(Guest::connect(
-        &s.q.dir.path().join(format!("{name}.sock")),
-        DriverConfig {
-            mac,
-            ..DriverConfig::default()
-        },
-        WAIT,
-    )?)
-}
-
 /// A 64-byte test frame from HOST_SRC, optionally 802.1Q-tagged, carrying `id`.
 fn frame(dst: [u8; 6], vlan: Option<u16>, id: u8) -> Vec<u8> {
     let mut f = dst.to_vec();
@@ -151,9 +140,9 @@ fn frames_reach_the_vnic_owning_their_mac_and_vlan() -> Result<()> {
         return Ok(());
     }
     let s = setup()?;
-    let mut g1 = guest(&s, "vm1", MAC1)?;
-    let mut g2 = guest(&s, "vm2", MAC2)?;
-    let mut g3 = guest(&s, "vm3", MAC3)?;
+    let mut g1 = s.q.guest("vm1", MAC1)?;
+    let mut g2 = s.q.guest("vm2", MAC2)?;
+    let mut g3 = s.q.guest("vm3", MAC3)?;
     // The kernel's own multicast (IPv6 ND of the fresh veth) may have met a VNIC whose
     // rings were not up yet (not_ready): only drops from here on count.
     let base = s.q.stats()?;
@@ -304,8 +293,8 @@ fn guest_tx_reaches_the_namespace() -> Result<()> {
         return Ok(());
     }
     let s = setup()?;
-    let mut g1 = guest(&s, "vm1", MAC1)?;
-    let mut g3 = guest(&s, "vm3", MAC3)?;
+    let mut g1 = s.q.guest("vm1", MAC1)?;
+    let mut g3 = s.q.guest("vm3", MAC3)?;
     // A listener on `b` counts the test's frames by source MAC (untagged from vm1,
     // tagged with VLAN 100 from vm3).
     // The kernel moves a received 802.1Q tag into the packet's metadata: read it
@@ -382,7 +371,7 @@ fn a_busy_interface_fails_start_naming_the_cause_and_other_kinds() -> Result<()>
     ensure!(err.contains("af_xdp") && err.contains(&s.a), "{err}");
     ensure!(err.contains("af_packet"), "no other kind suggested: {err}");
     // The first one's classifier is still attached and working.
-    let mut g1 = guest(&s, "vm1", MAC1)?;
+    let mut g1 = s.q.guest("vm1", MAC1)?;
     inject(&s.hns, &s.b, &[(frame(MAC1, None, 7), 3)])?;
     ensure!(drain(&mut g1)?.len() == 3, "first quiverd lost its uplink");
 
@@ -476,7 +465,7 @@ fn rate_namespace_to_vnic_64_bytes() -> Result<()> {
         return Ok(());
     }
     let s = setup()?;
-    let mut g1 = guest(&s, "vm1", MAC1)?;
+    let mut g1 = s.q.guest("vm1", MAC1)?;
     let stop = Arc::new(AtomicBool::new(false));
     let sent = Arc::new(AtomicU64::new(0));
     let sender = {
@@ -543,8 +532,8 @@ fn reload_reprograms_the_classifier() -> Result<()> {
     while !sock.exists() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
-    let mut g1 = guest(&s, "vm1", MAC1)?;
-    let mut g4 = guest(&s, "vm4", mac4)?;
+    let mut g1 = s.q.guest("vm1", MAC1)?;
+    let mut g4 = s.q.guest("vm4", mac4)?;
     let before = s.q.stats()?["uplinks"]["up0"]["total"]["rx_packets"]
         .as_u64()
         .unwrap_or(0);

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use quiver_integration::Quiverd;
-use quiver_testdriver::{seq_frame, DriverConfig, Guest, QueueSel};
+use quiver_testdriver::{seq_frame, Guest, QueueSel};
 use serde_json::Value;
 
 const MAC1: [u8; 6] = [0x52, 0x54, 0, 0, 0, 1];
@@ -30,15 +30,6 @@ fn config(policy: &str) -> String {
             )
         })
         .collect()
-}
-
-fn guest(q: &Quiverd, name: &str, mac: [u8; 6]) -> Result<Guest> {
-    let cfg = DriverConfig {
-        mac,
-        ..DriverConfig::default()
-    };
-    Guest::connect(&q.dir.path().join(format!("{name}.sock")), cfg, WAIT)
-        .with_context(|| format!("connecting {name}"))
 }
 
 fn reclaim_stats(s: &Value, vnic: &str) -> (u64, u64) {
@@ -68,8 +59,8 @@ fn sparse_completions(a: &mut Guest, b: &mut Guest) -> Result<Duration> {
 
 fn run(policy: &str) -> Result<(Duration, u64)> {
     let q = Quiverd::start("reclaim", &config(policy))?;
-    let mut a = guest(&q, "vm1", MAC1)?;
-    let mut b = guest(&q, "vm2", MAC2)?;
+    let mut a = q.guest("vm1", MAC1)?;
+    let mut b = q.guest("vm2", MAC2)?;
     let slowest = sparse_completions(&mut a, &mut b)?;
     let (flushes, switches) = reclaim_stats(&q.stats()?, "vm1");
     eprintln!(
@@ -113,8 +104,8 @@ fn adaptive_is_eager_for_sparse_traffic() -> Result<()> {
 #[test]
 fn a_deferred_completion_is_published_before_the_ring_base_is_returned() -> Result<()> {
     let q = Quiverd::start("reclaim-stop", &config("batched"))?;
-    let mut a = guest(&q, "vm1", MAC1)?;
-    let mut b = guest(&q, "vm2", MAC2)?;
+    let mut a = q.guest("vm1", MAC1)?;
+    let mut b = q.guest("vm2", MAC2)?;
     for seq in 0..8 {
         a.send(0, &seq_frame(MAC2, MAC1, 1, seq, 64))?;
         // Delivered means processed: its completion is written, maybe unpublished.
