@@ -32,12 +32,15 @@ pub struct UplinkPort {
     pub dev: Arc<dyn Uplink>,
     /// One set per uplink queue: rx = from the wire, tx = to the wire.
     pub counters: Box<[QueueCounters]>,
+    /// The device carries virtio_net_hdr offload info (read once, not per frame).
+    pub vnet_hdr: bool,
     rings: Mutex<Rings>,
 }
 
 impl UplinkPort {
     pub fn new(id: UplinkId, cfg: UplinkConfig, dev: Arc<dyn Uplink>) -> Self {
         let n = dev.num_queues().max(1);
+        let vnet_hdr = dev.capabilities().vnet_hdr;
         let steering = dev.ifname().map(|ifname| {
             let driver: Box<dyn FlowSteering> =
                 match EthtoolSteering::open(ifname, cfg.netns.as_deref()) {
@@ -57,6 +60,7 @@ impl UplinkPort {
             cfg,
             dev,
             counters: (0..n).map(|_| QueueCounters::new()).collect(),
+            vnet_hdr,
             rings: Mutex::new(Rings {
                 table: RingTable::new(n),
                 steering,

@@ -395,7 +395,7 @@ impl Worker {
             return;
         };
         let tag = vnic.cfg.vlan.map(deliver::vlan_tag);
-        let sent = if up.dev.capabilities().vnet_hdr {
+        let sent = if up.vnet_hdr {
             deliver::to_uplink(queue, &item.hdr, item.segs, tag)
         } else {
             deliver::to_plain_uplink(queue, item, tag)
