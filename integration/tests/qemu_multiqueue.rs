@@ -21,7 +21,7 @@ use quiver_integration::nshost::NsHost;
 use quiver_integration::qemu::{
     condense, ping_script, prerequisites, serial, test_subnet, GuestImage, QemuVersion, Vm, VmSpec,
 };
-use quiver_integration::{have, Quiverd};
+use quiver_integration::{have, vnic_drops, Quiverd};
 use serde_json::Value;
 
 const MAC1: &str = "52:54:00:00:00:01";
@@ -191,6 +191,11 @@ fn channels_change_under_iperf3(version: QemuVersion) -> Result<()> {
     }
 
     let rc = vm.wait_result(MARKER_TIMEOUT)?;
+    // Chains the guest left on TX rings it was disabling, completed and discarded.
+    eprintln!(
+        "{version}: queue_disabled drops: {}",
+        vnic_drops(&q.stats()?, "vm1", "queue_disabled")
+    );
     if rc != 0 {
         return Err(fail(&vm, &q, format!("guest script failed ({rc})")));
     }

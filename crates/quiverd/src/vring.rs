@@ -6,10 +6,23 @@
 //! VM-to-VM delivery has another VNIC's worker (or an uplink poller) write straight into
 //! this device's RX rings. The connection loop drains the record right after `new`
 //! returns on the same thread, so the handles reach the switch without guessing.
+//!
+//! A TX ring's SET_VRING_ENABLE state is kept here too, apart from the crate's. The
+//! vhost-user spec says a started but *disabled* virtio-net ring must still be
+//! processed: "must not supply any new RX packets, but must process and discard any TX
+//! packets". vhost-user-backend instead stops watching a disabled ring's kick. When a
+//! guest shrinks its queue pairs (`ethtool -L`), chains it queued on a TX ring just
+//! before QEMU disabled it would then never be completed, and Linux's virtio_net frees
+//! a sent skb only on completion: the TCP sockets that own them stall for good. So the
+//! crate sees a TX ring as always enabled (its kick stays watched while started) and
+//! the worker reads the front-end's state from here, discarding what a disabled ring
+//! carries.
 
 use std::cell::RefCell;
 use std::fs::File;
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use vhost_user_backend::{VringMutex, VringStateGuard, VringStateMutGuard, VringT};
 use virtio_queue::Error as VirtQueError;
@@ -28,7 +41,22 @@ pub fn take_created() -> Vec<VringMutex<Mem>> {
 
 /// A `VringMutex` that records itself on creation.
 #[derive(Clone)]
-pub struct Vring(VringMutex<Mem>);
+pub struct Vring {
+    inner: VringMutex<Mem>,
+    /// TX rings only: the front-end's SET_VRING_ENABLE state.
+    tx_enabled: Option<Arc<AtomicBool>>,
+}
+
+impl Vring {
+    /// Whether the front-end has enabled this ring (SET_VRING_ENABLE, or SET_FEATURES
+    /// without VHOST_USER_F_PROTOCOL_FEATURES).
+    pub fn front_end_enabled(&self) -> bool {
+        match &self.tx_enabled {
+            Some(on) => on.load(Ordering::Acquire),
+            None => self.inner.get_ref().is_enabled(),
+        }
+    }
+}
 
 impl<'a> VringStateGuard<'a, Mem> for Vring {
     type G = <VringMutex<Mem> as VringStateGuard<'a, Mem>>::G;
@@ -41,87 +69,100 @@ impl<'a> VringStateMutGuard<'a, Mem> for Vring {
 impl VringT<Mem> for Vring {
     fn new(mem: Mem, max_queue_size: u16) -> Result<Self, VirtQueError> {
         let inner = VringMutex::new(mem, max_queue_size)?;
-        CREATED.with(|c| c.borrow_mut().push(inner.clone()));
-        Ok(Vring(inner))
+        // Rings are created in queue-index order after `take_created`: odd is TX.
+        let index = CREATED.with(|c| {
+            let mut c = c.borrow_mut();
+            c.push(inner.clone());
+            c.len() - 1
+        });
+        let tx_enabled = (index % 2 == 1).then(|| {
+            inner.set_enabled(true);
+            Arc::new(AtomicBool::new(false))
+        });
+        Ok(Vring { inner, tx_enabled })
     }
 
     fn get_ref(&self) -> <Self as VringStateGuard<'_, Mem>>::G {
-        self.0.get_ref()
+        self.inner.get_ref()
     }
 
     fn get_mut(&self) -> <Self as VringStateMutGuard<'_, Mem>>::G {
-        self.0.get_mut()
+        self.inner.get_mut()
     }
 
     fn add_used(&self, desc_index: u16, len: u32) -> Result<(), VirtQueError> {
-        self.0.add_used(desc_index, len)
+        self.inner.add_used(desc_index, len)
     }
 
     fn signal_used_queue(&self) -> io::Result<()> {
-        self.0.signal_used_queue()
+        self.inner.signal_used_queue()
     }
 
     fn enable_notification(&self) -> Result<bool, VirtQueError> {
-        self.0.enable_notification()
+        self.inner.enable_notification()
     }
 
     fn disable_notification(&self) -> Result<(), VirtQueError> {
-        self.0.disable_notification()
+        self.inner.disable_notification()
     }
 
     fn needs_notification(&self) -> Result<bool, VirtQueError> {
-        self.0.needs_notification()
+        self.inner.needs_notification()
     }
 
     fn set_enabled(&self, enabled: bool) {
-        self.0.set_enabled(enabled)
+        match &self.tx_enabled {
+            // The crate's own flag stays on (see the module comment).
+            Some(on) => on.store(enabled, Ordering::Release),
+            None => self.inner.set_enabled(enabled),
+        }
     }
 
     fn set_queue_info(&self, desc: u64, avail: u64, used: u64) -> Result<(), VirtQueError> {
-        self.0.set_queue_info(desc, avail, used)
+        self.inner.set_queue_info(desc, avail, used)
     }
 
     fn queue_next_avail(&self) -> u16 {
-        self.0.queue_next_avail()
+        self.inner.queue_next_avail()
     }
 
     fn set_queue_next_avail(&self, base: u16) {
-        self.0.set_queue_next_avail(base)
+        self.inner.set_queue_next_avail(base)
     }
 
     fn set_queue_next_used(&self, idx: u16) {
-        self.0.set_queue_next_used(idx)
+        self.inner.set_queue_next_used(idx)
     }
 
     fn queue_used_idx(&self) -> Result<u16, VirtQueError> {
-        self.0.queue_used_idx()
+        self.inner.queue_used_idx()
     }
 
     fn set_queue_size(&self, num: u16) {
-        self.0.set_queue_size(num)
+        self.inner.set_queue_size(num)
     }
 
     fn set_queue_event_idx(&self, enabled: bool) {
-        self.0.set_queue_event_idx(enabled)
+        self.inner.set_queue_event_idx(enabled)
     }
 
     fn set_queue_ready(&self, ready: bool) {
-        self.0.set_queue_ready(ready)
+        self.inner.set_queue_ready(ready)
     }
 
     fn set_kick(&self, file: Option<File>) {
-        self.0.set_kick(file)
+        self.inner.set_kick(file)
     }
 
     fn read_kick(&self) -> io::Result<bool> {
-        self.0.read_kick()
+        self.inner.read_kick()
     }
 
     fn set_call(&self, file: Option<File>) {
-        self.0.set_call(file)
+        self.inner.set_call(file)
     }
 
     fn set_err(&self, file: Option<File>) {
-        self.0.set_err(file)
+        self.inner.set_err(file)
     }
 }

@@ -144,9 +144,12 @@ impl Worker {
         let mut idle_since: Option<Instant> = None;
         loop {
             let mut st = tx.get_mut();
-            if !st.get_queue().ready() || !st.is_enabled() {
+            if !st.get_queue().ready() {
                 break;
             }
+            // A started but disabled ring is still drained: its chains are completed
+            // and discarded (see vring.rs).
+            let discard = !tx.front_end_enabled();
             let mut ring = match vq::open_resumed(&mem, &st, event_idx) {
                 Ok(ring) => ring,
                 Err(e) => {
@@ -172,6 +175,10 @@ impl Worker {
                     }
                 };
                 match reader.read(&mem, &ring, head) {
+                    Ok(_) if discard => {
+                        heads.push(head);
+                        counters.add_drop(DropReason::QueueDisabled, 1);
+                    }
                     Ok(frame) => {
                         heads.push(head);
                         match self.classify(vnic, &view, &frame) {

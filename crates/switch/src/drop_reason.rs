@@ -39,11 +39,14 @@ pub enum DropReason {
     /// The destination has no front-end connected, or none of its RX rings is
     /// started and enabled yet (a guest still booting).
     NotReady,
+    /// Sent on a TX ring the front-end had disabled (the guest just reduced its
+    /// queue pairs): completed and discarded, as the vhost-user spec requires.
+    QueueDisabled,
 }
 
 impl DropReason {
     /// Number of reasons.
-    pub const COUNT: usize = 15;
+    pub const COUNT: usize = 16;
 
     /// Every reason, in discriminant order.
     pub const ALL: [Self; Self::COUNT] = [
@@ -62,6 +65,7 @@ impl DropReason {
         Self::UnknownPort,
         Self::OffloadError,
         Self::NotReady,
+        Self::QueueDisabled,
     ];
 
     /// The counter index.
@@ -87,6 +91,7 @@ impl DropReason {
             Self::UnknownPort => "unknown_port",
             Self::OffloadError => "offload_error",
             Self::NotReady => "not_ready",
+            Self::QueueDisabled => "queue_disabled",
         }
     }
 }
