@@ -50,5 +50,7 @@ pub use source::{
     Source, SourceConfig, SourceError, SourceQueue, MAX_SOURCE_FRAME, MIN_SOURCE_FRAME,
 };
 pub use tap::{open_tap, Tap, TapConfig, TapError, TapQueue, MAX_TAP_QUEUES};
-pub use uplink::{Capabilities, Uplink, UplinkError, UplinkKind, UplinkQueue, VNET_HDR_LEN};
+pub use uplink::{
+    Capabilities, DedicatedRx, Uplink, UplinkError, UplinkKind, UplinkQueue, VNET_HDR_LEN,
+};
 pub use xsk::XskError;

@@ -45,6 +45,29 @@ pub trait UplinkQueue: Send + Sync {
     unsafe fn send(&self, iov: &[libc::iovec]) -> io::Result<usize>;
 }
 
+/// A receive path that carries one VNIC's frames only, on one uplink queue: the
+/// VNIC's dedicated ring, realised on af_xdp by the XDP classifier redirecting the
+/// VNIC's (MAC, VLAN) into an AF_XDP socket of its own on that queue. The VNIC's
+/// own worker reads it, so these frames never pass through another thread.
+///
+/// Dropping it steers the VNIC's frames back to the shared queues first, then gives
+/// every buffer it still holds back to the queue's pool, then closes it: nothing is
+/// lost but the frames in flight in the socket at that moment.
+pub trait DedicatedRx: Send + Sync {
+    /// The uplink queue this path belongs to.
+    fn queue(&self) -> usize;
+
+    /// Readable while frames are waiting (for the worker's epoll).
+    fn fd(&self) -> RawFd;
+
+    /// Takes up to `max` waiting frames and hands them to `f` in one call, each
+    /// as the Ethernet frame (no virtio_net_hdr: the kinds that dedicate carry
+    /// no offload info). The slices are valid during the call only; their
+    /// buffers go back to the queue's pool when `f` returns. Returns how many
+    /// frames were taken (0 when none was waiting).
+    fn recv_burst(&self, max: usize, f: &mut dyn FnMut(&[&[u8]])) -> io::Result<usize>;
+}
+
 /// The physical side of the switch: a NIC (or TAP / veth for tests) with a
 /// number of queues.
 pub trait Uplink: Send + Sync {
@@ -70,6 +93,18 @@ pub trait Uplink: Send + Sync {
     /// receive everything anyway and ignore the call.
     fn set_classes(&self, _classes: &[([u8; 6], u16)]) -> Result<(), UplinkError> {
         Ok(())
+    }
+
+    /// Gives the VNIC with (destination MAC, VLAN id; 0 = untagged) receive paths
+    /// of its own, one per queue, and steers its frames into them (the pair must
+    /// be among the classes of [`Uplink::set_classes`]). `Ok(None)` when this kind
+    /// cannot: the VNIC stays on the shared queues. Dropping the paths undoes it.
+    fn dedicate(
+        &self,
+        _mac: [u8; 6],
+        _vlan: u16,
+    ) -> Result<Option<Vec<Box<dyn DedicatedRx>>>, UplinkError> {
+        Ok(None)
     }
 }
 
