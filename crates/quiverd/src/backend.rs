@@ -18,6 +18,7 @@ use vmm_sys_util::event::{
     new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier,
 };
 
+use crate::dedicated::first_event;
 use crate::fabric::Fabric;
 use crate::vnic::{Conn, Vnic};
 use crate::vring::Vring;
@@ -232,6 +233,17 @@ impl VhostUserBackend for NetBackend {
             }
             e if e == deadline_event(inner.vnic.cfg.queue_pairs) => {
                 worker.deadline(&inner.vnic, conn);
+            }
+            e if e >= first_event(inner.vnic.cfg.queue_pairs) => {
+                let k = usize::from(e - first_event(inner.vnic.cfg.queue_pairs));
+                let path = conn
+                    .dedicated
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .get(k);
+                if let Some(path) = path {
+                    worker.process_dedicated(&inner.vnic, &inner.fabric, &path);
+                }
             }
             _ => {}
         }

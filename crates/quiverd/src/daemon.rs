@@ -350,6 +350,10 @@ impl Daemon {
             );
             port.assign_rings(&order);
         }
+        // Connected VNICs that gained or lost rings open or close their own paths.
+        for v in kept.values() {
+            crate::dedicated::sync(v, &self.fabric);
+        }
 
         // Uplinks: stop pollers of removed/replaced ones, start new ones.
         let names: Vec<String> = self.uplinks.keys().cloned().collect();

@@ -5,6 +5,7 @@ mod attach;
 mod backend;
 mod config;
 mod daemon;
+mod dedicated;
 mod deliver;
 mod fabric;
 mod offload;

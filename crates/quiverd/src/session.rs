@@ -22,6 +22,7 @@ use vmm_sys_util::epoll::EventSet;
 
 use crate::backend::{self, NetBackend};
 use crate::config::{SocketMode, VnicConfig};
+use crate::dedicated;
 use crate::fabric::Fabric;
 use crate::proxy;
 use crate::sockperm;
@@ -299,7 +300,12 @@ fn serve(
         };
         let vrings = vring::take_created();
         register_deadlines(&daemon, &backend, &name);
-        let conn = Arc::new(Conn::new(mem, vrings));
+        let conn = Arc::new(Conn::new(
+            mem,
+            vrings,
+            daemon.get_epoll_handlers(),
+            vnic.cfg.queue_pairs,
+        ));
         backend.set_conn(conn.clone());
         let relay = match attach_backend(&mut daemon, &name, attempt)
             .and_then(|back| proxy::spawn(&name, front, back).map_err(|e| e.to_string()))
@@ -316,7 +322,8 @@ fn serve(
             "{name}: front-end connected on {}",
             vnic.cfg.socket.display()
         );
-        vnic.set_conn(Some(conn));
+        vnic.set_conn(Some(conn.clone()));
+        dedicated::sync(vnic, fabric);
         *shutdown.lock().unwrap_or_else(PoisonError::into_inner) = daemon.shutdown_handle();
         if stop.load(Ordering::Relaxed) {
             daemon.request_shutdown();
@@ -326,6 +333,11 @@ fn serve(
         // Senders stop writing into this guest before its memory goes away (they may
         // still hold the old Conn for the rest of a burst; it keeps the memory mapped).
         vnic.set_conn(None);
+        // Its frames go back to the shared queues (and are counted not_ready there).
+        conn.dedicated
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .close();
         vnic.events.disconnects.fetch_add(1, Ordering::Relaxed);
         match result {
             Ok(()) => log::info!("{name}: front-end disconnected"),

@@ -32,7 +32,7 @@ pub fn snapshot(d: &Daemon) -> Value {
                 },
                 "total": total,
                 "queues": queues,
-                "rings": rings_of(d, &v.cfg),
+                "rings": rings_of(d, v),
             }),
         );
     }
@@ -63,7 +63,8 @@ pub fn snapshot(d: &Daemon) -> Value {
 
 /// The uplink rings a VNIC holds and how its frames reach it (`null` without an
 /// uplink).
-fn rings_of(d: &Daemon, v: &crate::config::VnicConfig) -> Value {
+fn rings_of(d: &Daemon, vnic: &crate::vnic::Vnic) -> Value {
+    let v = &vnic.cfg;
     let Some(port) = v
         .uplink
         .as_deref()
@@ -71,7 +72,8 @@ fn rings_of(d: &Daemon, v: &crate::config::VnicConfig) -> Value {
     else {
         return Value::Null;
     };
-    let r = port.ring_status(&v.name);
+    let dedicated = vnic.conn().is_some_and(|c| c.dedicated_open());
+    let r = port.ring_status(&v.name, dedicated);
     json!({ "wanted": r.wanted, "held": r.held, "path": r.path })
 }
 

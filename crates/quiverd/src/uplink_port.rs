@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use quiver_switch::{QueueCounters, RingMove, RingTable, UplinkId};
 use quiver_uplink::steering::{EthtoolSteering, FlowSteering, SteerPath, Steering};
-use quiver_uplink::{Uplink, UplinkKind};
+use quiver_uplink::Uplink;
 
 use crate::config::{UplinkConfig, VnicConfig};
 
@@ -22,7 +22,8 @@ pub struct RingStatus {
     pub wanted: usize,
     pub held: Vec<usize>,
     /// "hardware" (a NIC rule steers them to a held ring), "xdp" (the uplink's XDP
-    /// program picks them out) or "software".
+    /// program redirects them to sockets of the VNIC's own, read by its workers) or
+    /// "software" (the uplink's pollers classify the shared queues).
     pub path: &'static str,
 }
 
@@ -114,8 +115,9 @@ impl UplinkPort {
         );
     }
 
-    /// The rings `vnic` holds and how its frames reach it.
-    pub fn ring_status(&self, vnic: &str) -> RingStatus {
+    /// The rings `vnic` holds and how its frames reach it (`dedicated`: whether its
+    /// own receive paths are open now).
+    pub fn ring_status(&self, vnic: &str, dedicated: bool) -> RingStatus {
         let r = self.rings.lock().unwrap_or_else(PoisonError::into_inner);
         let hardware = r
             .steering
@@ -123,7 +125,7 @@ impl UplinkPort {
             .is_some_and(|s| matches!(s.path(vnic), SteerPath::Hardware { .. }));
         let path = if hardware {
             "hardware"
-        } else if self.dev.kind() == UplinkKind::AfXdp {
+        } else if dedicated {
             "xdp"
         } else {
             "software"

@@ -15,7 +15,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arrayvec::ArrayVec;
-use quiver_switch::{forward, Decision, DropReason, PortId, QueueCounters, Source};
+use quiver_switch::{forward, Decision, DropReason, PortId, Source};
 use quiver_uplink::{UplinkKind, UplinkQueue};
 use quiver_virtio_net::Slice;
 use quiver_wire::MacAddr;
@@ -24,7 +24,7 @@ use crate::deliver;
 use crate::fabric::Fabric;
 use crate::uplink_port::UplinkPort;
 
-const BURST: usize = 32;
+pub const BURST: usize = 32;
 /// virtio_net_hdr + the largest frame the TAP may hand over: a TSO super-frame.
 const BUF_LEN: usize = 12 + crate::offload::MAX_SUPER_FRAME;
 /// How often an idle poller checks for shutdown.
@@ -72,10 +72,9 @@ fn poll_queue(up: &UplinkPort, qi: usize, fabric: &Fabric, stop: &AtomicBool) {
     let Some(queue) = up.dev.queue(qi) else {
         return;
     };
-    let counters = &up.counters[qi.min(up.counters.len() - 1)];
     let Some(fd) = queue.rx_fd() else {
         if up.dev.kind() == UplinkKind::Source {
-            generate(up, qi, queue, fabric, stop, counters);
+            generate(up, qi, queue, fabric, stop);
         }
         return;
     };
@@ -111,8 +110,26 @@ fn poll_queue(up: &UplinkPort, qi: usize, fabric: &Fabric, stop: &AtomicBool) {
         if n == 0 {
             continue;
         }
-        deliver_burst(up, qi, fabric, &mut bufs[..n], &lens[..n], counters);
+        deliver_burst(up, qi, qi, fabric, &wire_frames(&bufs[..n], &lens[..n]));
     }
+}
+
+/// The frames of a burst received into `bufs` (virtio_net_hdr first).
+fn wire_frames<'a>(bufs: &'a [Vec<u8>], lens: &[usize]) -> ArrayVec<WireFrame<'a>, BURST> {
+    bufs.iter()
+        .zip(lens)
+        .map(|(buf, &len)| {
+            let len = len.min(buf.len());
+            let mut hdr = [0u8; 12];
+            if let Some(h) = buf.get(..12) {
+                hdr.copy_from_slice(h);
+            }
+            WireFrame {
+                hdr,
+                data: &buf[12.min(len)..len],
+            }
+        })
+        .collect()
 }
 
 /// The poller of a source queue: a burst at a time, backing off while no frame is
@@ -123,7 +140,6 @@ fn generate(
     queue: &dyn UplinkQueue,
     fabric: &Fabric,
     stop: &AtomicBool,
-    counters: &QueueCounters,
 ) {
     // Generated frames are at most MAX_SOURCE_FRAME: no need for TAP-sized buffers.
     let buf_len = 12 + quiver_uplink::MAX_SOURCE_FRAME;
@@ -150,7 +166,7 @@ fn generate(
         let accepted = if n == 0 {
             0
         } else {
-            deliver_burst(up, qi, fabric, &mut bufs[..n], &lens[..n], counters)
+            deliver_burst(up, qi, qi, fabric, &wire_frames(&bufs[..n], &lens[..n]))
         };
         if accepted > 0 {
             idle = 0;
@@ -181,17 +197,26 @@ struct Routed {
     strip_tag: bool,
 }
 
-/// Delivers one burst; returns how many frames (copies, for a flood) the VNICs took
-/// (measured on their RX counters, so another sender's frames to the same VNIC in the
-/// meantime count too: a hint for the source's back-off, not a statistic).
-fn deliver_burst(
+/// One frame from the wire: the virtio_net_hdr its uplink gave it (all zero for
+/// kinds without offload info) and the Ethernet frame.
+pub struct WireFrame<'a> {
+    pub hdr: [u8; 12],
+    pub data: &'a [u8],
+}
+
+/// Delivers one burst received on uplink queue `qi`, writing to each VNIC's RX
+/// queue pair `hint` (modulo its pairs) first; returns how many frames (copies,
+/// for a flood) the VNICs took (measured on their RX counters, so another
+/// sender's frames to the same VNIC in the meantime count too: a hint for the
+/// source's back-off, not a statistic).
+pub fn deliver_burst(
     up: &UplinkPort,
     qi: usize,
+    hint: usize,
     fabric: &Fabric,
-    bufs: &mut [Vec<u8>],
-    lens: &[usize],
-    counters: &QueueCounters,
+    frames: &[WireFrame<'_>],
 ) -> u64 {
+    let counters = &up.counters[qi.min(up.counters.len() - 1)];
     let view = fabric.load();
     let now = now_secs();
     let mut routes: ArrayVec<Option<Routed>, BURST> = ArrayVec::new();
@@ -199,10 +224,10 @@ fn deliver_burst(
     // A burst usually comes from few stations: learn each source once per burst, not
     // once per frame (the learner takes a lock).
     let mut learned: ArrayVec<(u16, MacAddr), BURST> = ArrayVec::new();
-    for (buf, &len) in bufs.iter().zip(lens) {
+    for f in frames.iter().take(BURST) {
         packets += 1;
-        bytes += len.saturating_sub(12) as u64;
-        let frame = &buf[12.min(len)..len];
+        bytes += f.data.len() as u64;
+        let frame = f.data;
         if frame.len() < 14 {
             counters.add_drop(DropReason::Undersize, 1);
             routes.push(None);
@@ -240,30 +265,28 @@ fn deliver_burst(
         routes.push(route);
     }
     counters.add_rx(packets, bytes);
-    // The TAP's header, with offsets moved back when the tag is stripped.
-    let hdrs: ArrayVec<[u8; 12], BURST> = bufs
+    // The uplink's header, with offsets moved back when the tag is stripped.
+    let hdrs: ArrayVec<[u8; 12], BURST> = frames
         .iter()
         .zip(&routes)
-        .map(|(buf, route)| {
-            let mut h = [0u8; 12];
-            h.copy_from_slice(&buf[..12]);
+        .map(|(f, route)| {
+            let mut h = f.hdr;
             if route.as_ref().is_some_and(|r| r.strip_tag) {
                 crate::offload::shift_hdr(&mut h, -4);
             }
             h
         })
         .collect();
-    // Views of each frame without the vnet header (and without the tag when stripped).
+    // Views of each frame (without the tag when stripped).
     let mut views: ArrayVec<ArrayVec<Slice<'_>, 2>, BURST> = ArrayVec::new();
-    for ((buf, &len), route) in bufs.iter_mut().zip(lens).zip(&routes) {
+    for (f, route) in frames.iter().zip(&routes) {
         let mut v = ArrayVec::new();
-        let frame = &mut buf[12.min(len)..len];
+        let frame = f.data;
         if route.as_ref().is_some_and(|r| r.strip_tag) {
-            let (macs, rest) = frame.split_at_mut(12);
-            v.push(Slice::from(macs));
-            v.push(Slice::from(&mut rest[4..]));
+            v.push(read_only(&frame[..12]));
+            v.push(read_only(&frame[16..]));
         } else {
-            v.push(Slice::from(frame));
+            v.push(read_only(frame));
         }
         views.push(v);
     }
@@ -286,7 +309,7 @@ fn deliver_burst(
                 let attached = view.map.port(*port).and_then(|s| s.uplink) == Some(up.id);
                 if let (true, Some(dst)) = (attached, view.vnic(*port)) {
                     let before = vnic_rx(dst);
-                    deliver::to_vnic(dst, qi, &[item(i)]);
+                    deliver::to_vnic(dst, hint, &[item(i)]);
                     accepted += vnic_rx(dst).wrapping_sub(before);
                 }
             }
@@ -303,11 +326,19 @@ fn deliver_burst(
         match view.vnic(port) {
             Some(dst) if view.map.port(port).and_then(|s| s.uplink) == Some(up.id) => {
                 let before = vnic_rx(dst);
-                deliver::to_vnic(dst, qi, &group);
+                deliver::to_vnic(dst, hint, &group);
                 accepted += vnic_rx(dst).wrapping_sub(before);
             }
             _ => counters.add_drop(DropReason::NoRoute, group.len() as u64),
         }
     }
     accepted
+}
+
+/// A received frame as a source of copies into guest memory.
+fn read_only(bytes: &[u8]) -> Slice<'_> {
+    // SAFETY: `bytes` is valid for reads for its length during the returned slice's
+    // lifetime, which borrows it. Delivery only reads through the slice (it copies the
+    // frame into guest memory), so the shared borrow is never written.
+    unsafe { Slice::new(bytes.as_ptr().cast_mut(), bytes.len()) }
 }

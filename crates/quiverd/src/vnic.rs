@@ -12,6 +12,7 @@ use vhost_user_backend::VringMutex;
 
 use crate::backend::Mem;
 use crate::config::VnicConfig;
+use crate::dedicated::{Dedicated, Handlers, Slot};
 use crate::ratelimit::RateLimiter;
 use crate::warn_limited;
 
@@ -85,17 +86,28 @@ pub struct Conn {
     pub features: AtomicU64,
     /// Queues stopped after a ring error, until the front-end stops/restarts them.
     pub broken: Box<[AtomicBool]>,
+    /// Receive paths of the VNIC's own on its uplink (see `dedicated`).
+    pub dedicated: Slot,
 }
 
 impl Conn {
-    pub fn new(mem: Mem, vrings: Vec<VringMutex<Mem>>) -> Self {
+    pub fn new(mem: Mem, vrings: Vec<VringMutex<Mem>>, handlers: Handlers, pairs: u16) -> Self {
         let n = vrings.len();
         Conn {
             mem,
             vrings,
             features: AtomicU64::new(0),
             broken: (0..n).map(|_| AtomicBool::new(false)).collect(),
+            dedicated: Mutex::new(Dedicated::new(handlers, pairs)),
         }
+    }
+
+    /// Whether the VNIC's frames come through its dedicated receive paths now.
+    pub fn dedicated_open(&self) -> bool {
+        self.dedicated
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_open()
     }
 
     pub fn features(&self) -> u64 {

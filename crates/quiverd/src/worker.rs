@@ -23,11 +23,13 @@ use virtio_queue::QueueT;
 use vm_memory::GuestAddressSpace;
 use vmm_sys_util::timerfd::TimerFd;
 
+use crate::dedicated::RxPath;
 use crate::deliver::{self, RxItem};
 use crate::fabric::{Fabric, FabricView};
 use crate::offload;
 use crate::ratelimit::RateLimiter;
 use crate::reclaim::{Reclaim, ReclaimPolicy, DEADLINE};
+use crate::uplink_rx::{self, WireFrame};
 use crate::vnic::{Conn, Vnic};
 use crate::vq;
 use crate::vring::Vring;
@@ -267,6 +269,42 @@ impl Worker {
             vnic.events
                 .reclaim_switches
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// Frames on one of the VNIC's dedicated receive paths: switched like any frame
+    /// from the uplink (source learning, VLAN tag), and written to this worker's own
+    /// RX ring first. A few bursts at a time; epoll calls again while more wait.
+    pub fn process_dedicated(&mut self, vnic: &Vnic, fabric: &Fabric, path: &RxPath) {
+        const BURSTS: usize = 4;
+        let view = fabric.load();
+        let Some(up) = view.uplink(path.uplink) else {
+            return;
+        };
+        let q = path.rx.queue();
+        let pair = self.pair;
+        for _ in 0..BURSTS {
+            let taken = path.rx.recv_burst(uplink_rx::BURST, &mut |frames| {
+                let wire: ArrayVec<WireFrame<'_>, { uplink_rx::BURST }> = frames
+                    .iter()
+                    .take(uplink_rx::BURST)
+                    .map(|data| WireFrame { hdr: [0; 12], data })
+                    .collect();
+                uplink_rx::deliver_burst(up, q, pair, fabric, &wire);
+            });
+            match taken {
+                Ok(n) if n == uplink_rx::BURST => {}
+                Ok(_) => break,
+                Err(e) => {
+                    warn_limited!(
+                        self.log,
+                        "{}: dedicated receive path on uplink {} queue {q}: {e}",
+                        vnic.cfg.name,
+                        up.cfg.name
+                    );
+                    break;
+                }
+            }
         }
     }
 
