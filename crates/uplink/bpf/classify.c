@@ -3,16 +3,27 @@
 // quiver's XDP classifier for the af_xdp uplink.
 //
 // Frames whose (destination MAC, VLAN) belongs to a VNIC, and every broadcast or
-// multicast frame (quiverd floods those), are redirected into the AF_XDP socket
+// multicast frame (quiverd floods those), are redirected into an AF_XDP socket
 // bound to the queue they arrived on. Everything else goes on to the kernel stack
 // (XDP_PASS): nothing is dropped here. A queue without a socket falls back to
 // XDP_PASS too (the low bits of bpf_redirect_map's flags are the action taken when
 // the lookup fails, since Linux 5.6).
+//
+// Each queue has a shared socket (column 0 of `xsks`) and may have dedicated
+// sockets, one per column c >= 1, each carrying one VNIC's frames: the VNIC's
+// `vnic_macs` value is its column, and its frames on queue q go to
+// xsks[c * MAX_QUEUES + q]. A missing dedicated entry (being set up or torn
+// down) falls back to the queue's shared socket; broadcast and multicast always
+// go to the shared socket.
 
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
+
+// Must match MAX_AF_XDP_QUEUES and MAX_DEDICATED in crates/uplink/src/af_xdp.rs.
+#define MAX_QUEUES 64
+#define MAX_DEDICATED 63
 
 // Must match `ClassKey` in crates/uplink/src/af_xdp.rs: 8 bytes, no padding.
 struct class_key {
@@ -20,7 +31,7 @@ struct class_key {
 	__u16 vlan; // VLAN id (host byte order), 0 = untagged
 };
 
-// (MAC, VLAN) -> VNIC slot, filled by quiverd.
+// (MAC, VLAN) -> column: 0 = the shared sockets, c >= 1 = dedicated column c.
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 4096);
@@ -28,18 +39,19 @@ struct {
 	__type(value, __u32);
 } vnic_macs SEC(".maps");
 
-// Queue index -> AF_XDP socket.
+// column * MAX_QUEUES + queue index -> AF_XDP socket.
 struct {
 	__uint(type, BPF_MAP_TYPE_XSKMAP);
-	__uint(max_entries, 64);
+	__uint(max_entries, MAX_QUEUES * (1 + MAX_DEDICATED));
 	__type(key, __u32);
 	__type(value, __u32);
 } xsks SEC(".maps");
 
-// Per-CPU counters: 0 = redirected toward quiverd, 1 = passed to the kernel.
+// Per-CPU counters: 0 = redirected to a shared socket, 1 = passed to the kernel,
+// 2 = redirected to a dedicated socket. Each frame counts once.
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 2);
+	__uint(max_entries, 3);
 	__type(key, __u32);
 	__type(value, __u64);
 } verdicts SEC(".maps");
@@ -58,7 +70,12 @@ int classify(struct xdp_md *ctx)
 	void *end = (void *)(long)ctx->data_end;
 	struct ethhdr *eth = data;
 	struct class_key key = {};
+	__u32 queue = ctx->rx_queue_index;
+	__u32 *column;
 
+	// Beyond column 0 the index would land in another column.
+	if (queue >= MAX_QUEUES)
+		goto pass;
 	if ((void *)(eth + 1) > end)
 		goto pass;
 	__builtin_memcpy(key.mac, eth->h_dest, ETH_ALEN);
@@ -69,10 +86,22 @@ int classify(struct xdp_md *ctx)
 		key.vlan = bpf_ntohs(*tci) & 0x0fff;
 	}
 	// Group bit: broadcast and multicast go to quiverd, which floods them.
-	if (!(key.mac[0] & 1) && !bpf_map_lookup_elem(&vnic_macs, &key))
+	if (key.mac[0] & 1)
+		goto shared;
+	column = bpf_map_lookup_elem(&vnic_macs, &key);
+	if (!column)
 		goto pass;
+	if (*column >= 1 && *column <= MAX_DEDICATED) {
+		__u32 index = *column * MAX_QUEUES + queue;
+		// Looking an XSKMAP up from XDP works since Linux 5.3.
+		if (bpf_map_lookup_elem(&xsks, &index)) {
+			count(2);
+			return bpf_redirect_map(&xsks, index, XDP_PASS);
+		}
+	}
+shared:
 	count(0);
-	return bpf_redirect_map(&xsks, ctx->rx_queue_index, XDP_PASS);
+	return bpf_redirect_map(&xsks, queue, XDP_PASS);
 pass:
 	count(1);
 	return XDP_PASS;

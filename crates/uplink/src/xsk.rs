@@ -1,12 +1,22 @@
-//! One AF_XDP socket with its own UMEM: the four rings shared with the kernel
-//! (fill, completion, RX, TX) and the frame bookkeeping around them.
+//! One AF_XDP socket with its own UMEM ([`Xsk`]: the four rings shared with the
+//! kernel, fill, completion, RX, TX, and the frame bookkeeping around them), and
+//! the receive-only sockets that share its UMEM on the same queue ([`XskRx`]).
 //!
 //! The UMEM is [`FRAMES`] frames of [`FRAME_SIZE`] bytes. The first half
 //! belongs to the receive side: each of its frames is in the fill ring, in the
-//! kernel, in the RX ring, or (briefly) being copied out by `recv`. The second
-//! half belongs to the transmit side: free, in the TX ring, or in the kernel
-//! until the completion ring hands it back. Each side has its own lock, so the
-//! uplink poller and the VNIC workers never wait for each other.
+//! kernel, in the RX ring of one of the queue's sockets, or (briefly) being
+//! copied out by a reader. The second half belongs to the transmit side: free,
+//! in the TX ring, or in the kernel until the completion ring hands it back.
+//! The RX ring, the fill ring and the transmit side each have their own lock,
+//! so the uplink poller, the dedicated readers and the VNIC workers wait for
+//! each other only to hand frames back to the fill ring, once per batch. Lock
+//! order: an RX ring's lock before the fill ring's, never the other way.
+//!
+//! An [`XskRx`] is bound with `XDP_SHARED_UMEM` to the same (device, queue) as
+//! its [`Xsk`], so the kernel gives it no fill or completion ring of its own:
+//! it takes its frames from the owner's fill ring, and its reader returns them
+//! there. A frame left in its RX ring when it closes would be lost to the pool
+//! for good, hence [`XskRx::drain`].
 //!
 //! The ring protocol follows the kernel's `tools/lib/bpf/xsk.h`: the producer
 //! publishes entries with a Release store of its index, the consumer reads the
@@ -19,12 +29,12 @@ use std::io;
 use std::marker::PhantomData;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::uplink::VNET_HDR_LEN;
 use sys::{Mmap, MmapOffsets, RingOffset, RingOpt, SockaddrXdp, UmemReg, XdpDesc};
 
-pub(crate) use sys::rx_queue_count;
+pub(crate) use sys::{bpf_map_delete_u32, rx_queue_count};
 
 /// Bytes per UMEM frame (the kernel's default chunk size; copy mode and the
 /// aligned-chunk mode need a power of two between 2048 and the page size).
@@ -36,8 +46,13 @@ pub(crate) const FRAMES: usize = 4096;
 /// Entries per ring: each side's frames fit in its rings exactly.
 const RING_SIZE: u32 = 2048;
 const _: () = assert!(RING_SIZE as usize * 2 == FRAMES);
-/// Fill-ring entries handed back to the kernel at once.
-const FILL_BATCH: u32 = 32;
+/// Fill-ring entries handed back to the kernel at once by `Xsk::recv`.
+const FILL_BATCH: usize = 32;
+/// RX slots `Xsk::recv` takes before it hands them back, at the latest.
+const RX_RELEASE_BATCH: u32 = 64;
+/// Most frames one [`XskRx::recv_burst`] takes (its scratch arrays live on
+/// the stack).
+pub(crate) const MAX_BURST: usize = 256;
 /// Completions reaped at once.
 const COMPLETION_BATCH: u32 = 64;
 
@@ -176,12 +191,6 @@ impl<T: Copy> Ring<T> {
         self.producer().store(self.cached_prod, Ordering::Release);
     }
 
-    /// Entries `put` but not yet `submit`ted.
-    fn unsubmitted(&self) -> u32 {
-        self.cached_prod
-            .wrapping_sub(self.producer().load(Ordering::Relaxed))
-    }
-
     // --- consumer side (RX, completion) ---
 
     /// Entries ready to read.
@@ -191,6 +200,11 @@ impl<T: Copy> Ring<T> {
             return ready;
         }
         self.cached_prod = self.producer().load(Ordering::Acquire);
+        self.cached_prod.wrapping_sub(self.cached_cons)
+    }
+
+    /// Entries known to be ready without reading the kernel's index again.
+    fn cached(&self) -> u32 {
         self.cached_prod.wrapping_sub(self.cached_cons)
     }
 
@@ -210,9 +224,13 @@ impl<T: Copy> Ring<T> {
     }
 }
 
+/// The shared socket's RX ring and what its reader holds back from the kernel.
 struct RxSide {
     rx: Ring<XdpDesc>,
-    fill: Ring<u64>,
+    /// Slots taken but not yet handed back (`Ring::release`).
+    unreleased: u32,
+    /// Chunks copied out, waiting to go back to the fill ring in one batch.
+    done: Vec<u64>,
 }
 
 struct TxSide {
@@ -235,9 +253,13 @@ pub(crate) struct XskTarget {
 pub(crate) struct Xsk {
     // Field order = drop order: rings and socket before the UMEM they use.
     rx: Mutex<RxSide>,
+    /// The queue's fill ring: every socket of the queue takes its frames from
+    /// it, and every reader gives them back here.
+    fill: Mutex<Ring<u64>>,
     tx: Mutex<TxSide>,
     fd: OwnedFd,
     umem: Mmap,
+    target: XskTarget,
     mode: BindMode,
     need_wakeup: bool,
 }
@@ -297,7 +319,7 @@ impl Xsk {
         let mut last = None;
         for (flags, mode) in attempts {
             let fd = sys::socket().map_err(XskError::Socket)?;
-            let (rx, tx) = Self::setup(fd.as_fd(), &umem)?;
+            let (rx, fill, tx) = Self::setup(fd.as_fd(), &umem)?;
             let addr = SockaddrXdp {
                 family: sys::AF_XDP_FAMILY,
                 flags,
@@ -309,9 +331,11 @@ impl Xsk {
                 Ok(()) => {
                     return Ok(Xsk {
                         rx: Mutex::new(rx),
+                        fill: Mutex::new(fill),
                         tx: Mutex::new(tx),
                         fd,
                         umem,
+                        target,
                         mode,
                         need_wakeup: flags & sys::XDP_USE_NEED_WAKEUP != 0,
                     })
@@ -342,7 +366,7 @@ impl Xsk {
 
     /// Registers the UMEM and maps the four rings of a fresh socket; fills
     /// the fill ring with every receive frame.
-    fn setup(fd: BorrowedFd<'_>, umem: &Mmap) -> Result<(RxSide, TxSide), XskError> {
+    fn setup(fd: BorrowedFd<'_>, umem: &Mmap) -> Result<(RxSide, Ring<u64>, TxSide), XskError> {
         let reg = UmemReg {
             addr: umem.as_ptr() as u64,
             len: umem.len() as u64,
@@ -374,13 +398,52 @@ impl Xsk {
         fill.submit();
         let free = (half..FRAMES).map(|i| (i * FRAME_SIZE) as u64).collect();
         Ok((
-            RxSide { rx, fill },
+            RxSide {
+                rx,
+                unreleased: 0,
+                done: Vec::with_capacity(FILL_BATCH),
+            },
+            fill,
             TxSide {
                 tx,
                 completion,
                 free,
             },
         ))
+    }
+
+    /// Opens a receive-only socket on this socket's (device, queue), sharing
+    /// its UMEM and, through it, its fill ring, with an RX ring of `entries`
+    /// slots (a power of two): the most frames of the pool it can hold.
+    pub(crate) fn open_rx(self: &Arc<Self>, entries: u32) -> Result<XskRx, XskError> {
+        let fd = sys::socket().map_err(XskError::Socket)?;
+        // No UMEM registration and no fill / completion ring: the kernel
+        // refuses both on a socket sharing a UMEM on the same queue.
+        sys::set_ring_size(fd.as_fd(), RingOpt::Rx, entries).map_err(XskError::Rings)?;
+        let off = sys::mmap_offsets(fd.as_fd()).map_err(XskError::Rings)?;
+        let rx = Ring::<XdpDesc>::map(fd.as_fd(), RingOpt::Rx, &off.rx, entries)
+            .map_err(XskError::Rings)?;
+        let bind_err = |source| XskError::Bind {
+            queue: self.target.queue,
+            source,
+        };
+        let owner_fd = u32::try_from(self.fd.as_raw_fd())
+            .map_err(|_e| bind_err(io::Error::from_raw_os_error(libc::EBADF)))?;
+        // A sharing socket takes its mode (copy / zero-copy, need_wakeup) from
+        // the owner: the kernel refuses those flags here.
+        let addr = SockaddrXdp {
+            family: sys::AF_XDP_FAMILY,
+            flags: sys::XDP_SHARED_UMEM,
+            ifindex: self.target.ifindex,
+            queue_id: self.target.queue,
+            shared_umem_fd: owner_fd,
+        };
+        sys::bind(fd.as_fd(), &addr).map_err(bind_err)?;
+        Ok(XskRx {
+            rx: Mutex::new(rx),
+            fd,
+            owner: Arc::clone(self),
+        })
     }
 
     pub(crate) fn mode(&self) -> BindMode {
@@ -399,24 +462,87 @@ impl Xsk {
         (end <= self.umem.len()).then(|| self.umem.as_ptr().wrapping_add(start))
     }
 
+    /// The received frame `desc` describes, if it lies inside one chunk of
+    /// the receive half (the kernel's descriptor is checked, not trusted).
+    fn rx_frame(&self, desc: XdpDesc) -> Option<&[u8]> {
+        let start = usize::try_from(desc.addr).ok()?;
+        let len = usize::try_from(desc.len).ok()?;
+        let in_chunk = (start % FRAME_SIZE).checked_add(len)? <= FRAME_SIZE;
+        if !in_chunk || start >= FRAMES / 2 * FRAME_SIZE {
+            return None;
+        }
+        let ptr = self.frame_ptr(desc.addr, len)?;
+        // SAFETY: `ptr..ptr+len` lies inside one chunk of the UMEM (checked
+        // above and in frame_ptr), which lives as long as `self`. The chunk
+        // came off an RX ring, so the kernel does not write it until the
+        // caller gives it back to the fill ring, which it does only after the
+        // last use of this slice (the slice borrows `self`, and callers give
+        // it back in the same call, after the slice is gone).
+        Some(unsafe { std::slice::from_raw_parts(ptr, len) })
+    }
+
+    /// The start of the receive chunk holding UMEM address `addr`; `None` for
+    /// an address outside the receive half (only a kernel bug could produce
+    /// one, and it must not become a fill-ring entry).
+    fn rx_chunk(addr: u64) -> Option<u64> {
+        let a = usize::try_from(addr).ok()?;
+        (a < FRAMES / 2 * FRAME_SIZE).then(|| (a - a % FRAME_SIZE) as u64)
+    }
+
+    /// Gives `chunks` back to the queue's fill ring under its lock, with one
+    /// submit, then wakes the kernel through `kick` if the ring asks for it.
+    fn refill(&self, chunks: &[u64], kick: BorrowedFd<'_>) {
+        let mut fill = lock(&self.fill);
+        if !chunks.is_empty() {
+            // The receive half has exactly as many frames as the fill ring has
+            // slots, so there is always room; never overwrite if there is not.
+            let room = fill.free(u32::try_from(chunks.len()).unwrap_or(u32::MAX));
+            let n = chunks.len().min(room as usize);
+            if n < chunks.len() {
+                log::warn!(
+                    "AF_XDP queue {}: fill ring full, {} frame(s) lost to the pool",
+                    self.target.queue,
+                    chunks.len() - n
+                );
+            }
+            for &chunk in &chunks[..n] {
+                fill.put(chunk);
+            }
+            fill.submit();
+        }
+        if self.need_wakeup && fill.needs_wakeup() {
+            drop(fill);
+            sys::kick_rx(kick);
+        }
+    }
+
     /// Takes one received frame: a zeroed virtio_net_hdr then the frame go to
     /// `buf` (a frame longer than `buf` has room for is cut short, like a TAP
-    /// read), and the frame's UMEM slot goes back to the fill ring.
+    /// read), and the frame's UMEM slot goes back to the fill ring (batched:
+    /// [`FILL_BATCH`] at once, or all that are held when the ring runs dry).
     pub(crate) fn recv(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
         let mut side = lock(&self.rx);
         let side = &mut *side;
         if side.rx.available() == 0 {
-            // Idle: hand back what is still batched before sleeping in poll.
-            if side.fill.unsubmitted() > 0 {
-                side.fill.submit();
+            // Idle: hand back what is still held before sleeping in poll.
+            if side.unreleased > 0 {
+                side.rx.release();
+                side.unreleased = 0;
             }
-            if self.need_wakeup && side.fill.needs_wakeup() {
-                sys::kick_rx(self.fd.as_fd());
+            if !side.done.is_empty() || self.need_wakeup {
+                self.refill(&side.done, self.fd.as_fd());
+                side.done.clear();
             }
             return Ok(None);
         }
         let desc = side.rx.take();
-        side.rx.release();
+        side.unreleased += 1;
+        // The descriptor is copied out: its slot can go back whenever. Do it
+        // once per batch the kernel published, or sooner on a long one.
+        if side.rx.cached() == 0 || side.unreleased >= RX_RELEASE_BATCH {
+            side.rx.release();
+            side.unreleased = 0;
+        }
         let len = desc.len as usize;
         let copied = match (buf.get_mut(..VNET_HDR_LEN), self.frame_ptr(desc.addr, len)) {
             (Some(hdr), Some(src)) => {
@@ -434,14 +560,13 @@ impl Xsk {
             _ => None,
         };
         // Back to the fill ring: the chunk's start (in aligned mode the kernel
-        // masks the address anyway). Its slot is always free: the receive half
-        // of the UMEM has exactly as many frames as the fill ring has slots.
-        let chunk = desc.addr - desc.addr % FRAME_SIZE as u64;
-        if side.fill.free(1) > 0 {
-            side.fill.put(chunk);
+        // masks the address anyway).
+        if let Some(chunk) = Self::rx_chunk(desc.addr) {
+            side.done.push(chunk);
         }
-        if side.fill.unsubmitted() >= FILL_BATCH {
-            side.fill.submit();
+        if side.done.len() >= FILL_BATCH {
+            self.refill(&side.done, self.fd.as_fd());
+            side.done.clear();
         }
         match copied {
             Some(n) => Ok(Some(n)),
@@ -543,5 +668,112 @@ impl Xsk {
 impl AsFd for Xsk {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
+    }
+}
+
+/// A receive-only AF_XDP socket sharing the UMEM and the fill ring of its
+/// queue's [`Xsk`] (see the module documentation).
+pub(crate) struct XskRx {
+    // Field order = drop order: the ring and the socket before the owner,
+    // whose UMEM they use.
+    rx: Mutex<Ring<XdpDesc>>,
+    fd: OwnedFd,
+    owner: Arc<Xsk>,
+}
+
+impl std::fmt::Debug for XskRx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("XskRx")
+            .field("fd", &self.fd)
+            .field("queue", &self.owner.target.queue)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Chunks taken off an RX ring, on their way back to the fill ring: given back
+/// on drop, so a panicking frame consumer loses none of them.
+struct Taken<'a> {
+    owner: &'a Xsk,
+    kick: BorrowedFd<'a>,
+    chunks: [u64; MAX_BURST],
+    len: usize,
+}
+
+impl Drop for Taken<'_> {
+    fn drop(&mut self) {
+        self.owner.refill(&self.chunks[..self.len], self.kick);
+    }
+}
+
+impl XskRx {
+    pub(crate) fn raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    /// Takes up to `max` (at most [`MAX_BURST`]) received frames and hands
+    /// them to `f` at once; their chunks go back to the fill ring in one batch
+    /// when `f` returns. Returns the number of frames handed to `f`.
+    pub(crate) fn recv_burst(&self, max: usize, f: &mut dyn FnMut(&[&[u8]])) -> usize {
+        let owner = &*self.owner;
+        let mut rx = lock(&self.rx);
+        let want = u32::try_from(max.min(MAX_BURST)).unwrap_or(0);
+        let n = rx.available().min(want);
+        if n == 0 {
+            return 0;
+        }
+        let mut taken = Taken {
+            owner,
+            kick: self.fd.as_fd(),
+            chunks: [0; MAX_BURST],
+            len: 0,
+        };
+        let mut frames: [&[u8]; MAX_BURST] = [&[]; MAX_BURST];
+        let mut good = 0;
+        for _ in 0..n {
+            let desc = rx.take();
+            if let Some(chunk) = Xsk::rx_chunk(desc.addr) {
+                taken.chunks[taken.len] = chunk;
+                taken.len += 1;
+            }
+            if let Some(frame) = owner.rx_frame(desc) {
+                frames[good] = frame;
+                good += 1;
+            } else {
+                log::debug!(
+                    "AF_XDP queue {}: RX descriptor {desc:?} outside the receive frames",
+                    owner.target.queue
+                );
+            }
+        }
+        // The descriptors are copied out; the frames stay ours until `taken`
+        // gives them back, after `f` (or when `f` panics).
+        rx.release();
+        drop(rx);
+        if good > 0 {
+            f(&frames[..good]);
+        }
+        good
+    }
+
+    /// Takes every frame waiting in the RX ring and gives it straight back to
+    /// the fill ring. Returns how many there were.
+    pub(crate) fn drain(&self) -> usize {
+        let mut chunks = Vec::new();
+        let mut rx = lock(&self.rx);
+        loop {
+            let n = rx.available();
+            if n == 0 {
+                break;
+            }
+            for _ in 0..n {
+                if let Some(chunk) = Xsk::rx_chunk(rx.take().addr) {
+                    chunks.push(chunk);
+                }
+            }
+            rx.release();
+        }
+        drop(rx);
+        self.owner.refill(&chunks, self.fd.as_fd());
+        chunks.len()
     }
 }

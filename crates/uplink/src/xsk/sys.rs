@@ -19,6 +19,9 @@ pub(crate) const AF_XDP_FAMILY: u16 = 44;
 pub(crate) const SOL_XDP: c_int = 283;
 
 /// `sxdp_flags` bits.
+/// Bind to the UMEM of the socket `sxdp_shared_umem_fd`; on the same
+/// (device, queue) the two also share its fill and completion rings.
+pub(crate) const XDP_SHARED_UMEM: u16 = 1 << 0;
 pub(crate) const XDP_COPY: u16 = 1 << 1;
 pub(crate) const XDP_ZEROCOPY: u16 = 1 << 2;
 pub(crate) const XDP_USE_NEED_WAKEUP: u16 = 1 << 3;
@@ -246,6 +249,49 @@ pub(crate) fn kick_rx(fd: BorrowedFd<'_>) {
     };
 }
 
+/// `BPF_MAP_DELETE_ELEM` from `<linux/bpf.h>`.
+const BPF_MAP_DELETE_ELEM: c_int = 3;
+
+/// The `BPF_MAP_*_ELEM` member of `union bpf_attr`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+struct BpfMapElemAttr {
+    map_fd: u32,
+    _pad: u32,
+    key: u64,
+    value: u64,
+    flags: u64,
+}
+
+/// `bpf(BPF_MAP_DELETE_ELEM)` of the `u32` key `key` (an XSKMAP index: aya
+/// 0.13's `XskMap` can set an entry but not clear one). Clearing an empty
+/// XSKMAP entry succeeds.
+pub(crate) fn bpf_map_delete_u32(map: BorrowedFd<'_>, key: u32) -> io::Result<()> {
+    let attr = BpfMapElemAttr {
+        map_fd: u32::try_from(map.as_raw_fd())
+            .map_err(|_e| io::Error::from_raw_os_error(libc::EBADF))?,
+        key: (&key as *const u32) as u64,
+        ..BpfMapElemAttr::default()
+    };
+    // SAFETY: `map` is borrowed and stays open for the call; the kernel reads
+    // `size_of::<BpfMapElemAttr>()` bytes from `attr`, a live repr(C) prefix
+    // of union bpf_attr (it treats the rest as zero), and through `attr.key`
+    // reads the map's key size (4 bytes for an XSKMAP) from `key`, which
+    // lives on this stack frame for the call.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_MAP_DELETE_ELEM,
+            &attr as *const BpfMapElemAttr,
+            size_of::<BpfMapElemAttr>(),
+        )
+    };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// `struct ethtool_channels` (`<linux/ethtool.h>`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
@@ -450,6 +496,13 @@ mod tests {
     }
 
     #[test]
+    fn bpf_map_elem_attr_layout() {
+        assert_eq!(size_of::<BpfMapElemAttr>(), 32);
+        assert_eq!(offset_of!(BpfMapElemAttr, key), 8);
+        assert_eq!(offset_of!(BpfMapElemAttr, flags), 24);
+    }
+
+    #[test]
     fn ethtool_channels_layout() {
         assert_eq!(size_of::<EthtoolChannels>(), 36);
         assert_eq!(offset_of!(EthtoolChannels, rx_count), 20);
@@ -470,6 +523,7 @@ mod tests {
         assert_eq!(AF_XDP, libc::AF_XDP);
         assert_eq!(c_int::from(AF_XDP_FAMILY), libc::AF_XDP);
         assert_eq!(SOL_XDP, libc::SOL_XDP);
+        assert_eq!(XDP_SHARED_UMEM, libc::XDP_SHARED_UMEM);
         assert_eq!(XDP_COPY, libc::XDP_COPY);
         assert_eq!(XDP_ZEROCOPY, libc::XDP_ZEROCOPY);
         assert_eq!(XDP_USE_NEED_WAKEUP, libc::XDP_USE_NEED_WAKEUP);
