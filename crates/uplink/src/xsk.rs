@@ -739,7 +739,7 @@ impl XskRx {
                 frames[good] = frame;
                 good += 1;
             } else {
-                log::debug!(
+                log::trace!(
                     "AF_XDP queue {}: RX descriptor {desc:?} outside the receive frames",
                     owner.target.queue
                 );
