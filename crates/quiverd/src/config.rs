@@ -465,6 +465,22 @@ impl Config {
                 if !uplink_names.contains(up) {
                     return Err(ctx.err(at("uplink"), format!("no [[uplink]] named {up:?}")));
                 }
+                // Ethernet header and an 802.1Q tag on the wire.
+                let af_xdp = cfg
+                    .uplinks
+                    .iter()
+                    .any(|u| &u.name == up && u.kind == UplinkKindCfg::AfXdp);
+                let max = quiver_uplink::AF_XDP_MAX_FRAME - 18;
+                if af_xdp && mtu as usize > max {
+                    return Err(ctx.err(
+                        at("mtu"),
+                        format!(
+                            "{mtu} does not fit the frames of af_xdp uplink {up:?} (at most {max}: \
+                             AF_XDP receives into 2 KiB buffers); use kind = \"af_packet\" or \
+                             \"tap\" for larger frames"
+                        ),
+                    ));
+                }
             }
             let socket_mode = match &v.socket_mode {
                 None => None,
@@ -932,6 +948,26 @@ netns = "hostside"
         assert_eq!(u.xdp_mode, Some(XdpMode::Native));
         let skb = Config::parse("t.toml", &format!("{AF_XDP}xdp_mode = \"skb\"\n")).expect("valid");
         assert_eq!(skb.uplinks[0].xdp_mode, Some(XdpMode::Skb));
+    }
+
+    #[test]
+    fn an_mtu_an_af_xdp_uplink_cannot_receive_is_refused() {
+        let vnic = |mtu: u32| {
+            format!(
+                "{AF_XDP}\n[[vnic]]\nname = \"vm1\"\nsocket = \"/tmp/vm1.sock\"\nmac = \"52:54:00:00:00:01\"\nuplink = \"fast\"\nmtu = {mtu}\n"
+            )
+        };
+        for mtu in [1500, 1774] {
+            Config::parse("t.toml", &vnic(mtu)).expect("fits");
+        }
+        for mtu in [1775, 9000] {
+            let e = Config::parse("t.toml", &vnic(mtu)).expect_err("too large");
+            assert_eq!(e.field, "vnic[0] (vm1).mtu", "{e}");
+            assert!(
+                e.reason.contains("af_xdp") && e.reason.contains("1774"),
+                "{e}"
+            );
+        }
     }
 
     #[test]

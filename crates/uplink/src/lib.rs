@@ -53,4 +53,4 @@ pub use tap::{open_tap, Tap, TapConfig, TapError, TapQueue, MAX_TAP_QUEUES};
 pub use uplink::{
     Capabilities, DedicatedRx, Uplink, UplinkError, UplinkKind, UplinkQueue, VNET_HDR_LEN,
 };
-pub use xsk::XskError;
+pub use xsk::{XskError, AF_XDP_MAX_FRAME};

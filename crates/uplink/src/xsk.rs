@@ -39,6 +39,11 @@ pub(crate) use sys::{bpf_map_delete_u32, rx_queue_count};
 /// Bytes per UMEM frame (the kernel's default chunk size; copy mode and the
 /// aligned-chunk mode need a power of two between 2048 and the page size).
 pub(crate) const FRAME_SIZE: usize = CHUNK_SIZE as usize;
+/// The longest frame an af_xdp uplink receives: the kernel puts a received frame
+/// `XDP_PACKET_HEADROOM` (256) bytes into its UMEM frame (`xsk_pool` frame_len =
+/// chunk size - headroom - XDP_PACKET_HEADROOM); longer frames are dropped by the
+/// kernel.
+pub const AF_XDP_MAX_FRAME: usize = FRAME_SIZE - 256;
 /// [`FRAME_SIZE`] as the kernel's `chunk_size`.
 const CHUNK_SIZE: u32 = 2048;
 /// Frames per UMEM: half for receive, half for transmit.
