@@ -274,16 +274,20 @@ impl Worker {
 
     /// Frames on one of the VNIC's dedicated receive paths: switched like any frame
     /// from the uplink (source learning, VLAN tag), and written to this worker's own
-    /// RX ring first. A few bursts at a time; epoll calls again while more wait.
+    /// RX ring first. A bounded number of bursts at a time (epoll calls again while
+    /// more wait); with busy polling, an emptied path is polled for `busy_poll` after
+    /// its last frame before the worker sleeps.
     pub fn process_dedicated(&mut self, vnic: &Vnic, fabric: &Fabric, path: &RxPath) {
-        const BURSTS: usize = 4;
+        const BURSTS: usize = 64;
         let view = fabric.load();
         let Some(up) = view.uplink(path.uplink) else {
             return;
         };
         let q = path.rx.queue();
         let pair = self.pair;
-        for _ in 0..BURSTS {
+        let mut idle_since: Option<Instant> = None;
+        let mut bursts = 0;
+        while bursts < BURSTS {
             let taken = path.rx.recv_burst(uplink_rx::BURST, &mut |frames| {
                 let wire: ArrayVec<WireFrame<'_>, { uplink_rx::BURST }> = frames
                     .iter()
@@ -293,8 +297,19 @@ impl Worker {
                 uplink_rx::deliver_burst(up, q, pair, fabric, &wire);
             });
             match taken {
-                Ok(n) if n == uplink_rx::BURST => {}
-                Ok(_) => break,
+                Ok(0) => {
+                    // Other workers pinned to this CPU get their turn while spinning.
+                    let spin = !self.busy_poll.is_zero()
+                        && idle_since.get_or_insert_with(Instant::now).elapsed() < self.busy_poll;
+                    if !spin {
+                        break;
+                    }
+                    std::thread::yield_now();
+                }
+                Ok(_) => {
+                    idle_since = None;
+                    bursts += 1;
+                }
                 Err(e) => {
                     warn_limited!(
                         self.log,

@@ -87,6 +87,10 @@ struct Args {
     /// Dedicated uplink rings the VNIC asks for (`rings = K`; 0 = the shared group).
     #[arg(long, default_value_t = 0)]
     rings: u16,
+    /// The VNIC's `busy_poll_us`: how long its workers keep polling an emptied TX ring
+    /// or dedicated receive path before sleeping (0 = off).
+    #[arg(long, default_value_t = 0)]
+    busy_poll_us: u32,
     /// CPU of quiverd (all its threads, `taskset`).
     #[arg(long, default_value_t = 0)]
     quiverd_cpu: usize,
@@ -149,6 +153,7 @@ struct Env {
     guest_cpu: Option<usize>,
     queues: usize,
     rings: u16,
+    busy_poll_us: u32,
     frame_len: usize,
     nice: i32,
     warmup: Duration,
@@ -492,6 +497,7 @@ fn measure(env: &Env, kind: Kind, dir: Dir, run: usize) -> Result<Sample> {
         sock_dir: &sock_dir,
         queues: env.queues,
         rings: env.rings,
+        busy_poll_us: env.busy_poll_us,
     };
     let mut topo = topo::build(kind, &spec)?;
     let got = Arc::new(AtomicU64::new(0));
@@ -981,6 +987,7 @@ fn run(args: Args) -> Result<()> {
         guest_cpu,
         queues: args.queues,
         rings: args.rings,
+        busy_poll_us: args.busy_poll_us,
         frame_len: args.frame_len,
         nice: args.nice,
         warmup: Duration::from_secs_f64(args.warmup),

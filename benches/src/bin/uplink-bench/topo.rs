@@ -66,6 +66,8 @@ pub struct QuiverdSpec<'a> {
     pub queues: usize,
     /// Dedicated rings the VNIC asks for (`rings = K`; 0 = the shared group).
     pub rings: u16,
+    /// The VNIC's `busy_poll_us` (0 = off).
+    pub busy_poll_us: u32,
 }
 
 pub fn ns_run(ns: &str, args: &[&str]) -> Result<String> {
@@ -105,6 +107,9 @@ pub fn config(kind: Kind, ifname: &str, ns: &str, spec: &QuiverdSpec, socket: &P
     );
     if spec.rings > 0 {
         cfg.push_str(&format!("rings = {}\n", spec.rings));
+    }
+    if spec.busy_poll_us > 0 {
+        cfg.push_str(&format!("busy_poll_us = {}\n", spec.busy_poll_us));
     }
     cfg
 }
@@ -251,6 +256,7 @@ mod tests {
             sock_dir: Path::new("/s"),
             queues: 4,
             rings: 0,
+            busy_poll_us: 0,
         };
         let c = config(Kind::AfXdp, "qba1", "qbq1", &spec, Path::new("/s/vm1.sock"));
         assert!(c.contains("kind = \"af_xdp\"") && c.contains("ifname = \"qba1\""));
