@@ -64,6 +64,8 @@ pub struct Worker {
     deadline_at: Option<Instant>,
     /// How long an emptied TX ring is polled before the worker sleeps (0 = never).
     busy_poll: Duration,
+    /// Uplink queues sent to in this burst, flushed at its end.
+    unflushed: ArrayVec<(UplinkId, usize), 4>,
 }
 
 impl Worker {
@@ -82,6 +84,7 @@ impl Worker {
             timer,
             deadline_at: None,
             busy_poll,
+            unflushed: ArrayVec::new(),
         }
     }
 
@@ -417,7 +420,26 @@ impl Worker {
                 }
             }
         }
+        self.flush_uplinks(vnic, view);
         (packets, bytes)
+    }
+
+    /// Has the uplink queues this burst sent to transmit what they queued.
+    fn flush_uplinks(&mut self, vnic: &Vnic, view: &FabricView) {
+        for (u, qi) in std::mem::take(&mut self.unflushed) {
+            let Some(up) = view.uplink(u) else { continue };
+            let Some(queue) = up.dev.queue(qi) else {
+                continue;
+            };
+            if let Err(e) = queue.flush() {
+                warn_limited!(
+                    self.log,
+                    "{}: uplink {} flush failed: {e}",
+                    vnic.cfg.name,
+                    up.cfg.name
+                );
+            }
+        }
     }
 
     /// Broadcast/multicast: every other port on the VLAN, and the port's uplink.
@@ -460,6 +482,10 @@ impl Worker {
         } else {
             deliver::to_plain_uplink(queue, item, tag)
         };
+        if !self.unflushed.contains(&(u, qi)) && self.unflushed.try_push((u, qi)).is_err() {
+            // More uplink queues in one burst than tracked: flush this one now.
+            let _ = queue.flush();
+        }
         match sent {
             Ok(n) => up.counters[qi].add_tx(1, n.saturating_sub(12) as u64),
             Err(e) => {

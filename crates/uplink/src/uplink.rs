@@ -42,7 +42,18 @@ pub trait UplinkQueue: Send + Sync {
     /// # Safety
     /// Every iovec must point to memory readable for `iov_len` bytes for the
     /// duration of the call.
+    ///
+    /// A kind may queue the frame and transmit it only at the next [`flush`]
+    /// (or once it has queued a batch): callers flush after every burst.
+    ///
+    /// [`flush`]: UplinkQueue::flush
     unsafe fn send(&self, iov: &[libc::iovec]) -> io::Result<usize>;
+
+    /// Transmits what `send` queued and has not transmitted yet (af_xdp: one
+    /// syscall per burst instead of one per frame).
+    fn flush(&self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// A receive path that carries one VNIC's frames only, on one uplink queue: the
