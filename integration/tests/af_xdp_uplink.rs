@@ -1,15 +1,16 @@
 //! The af_xdp uplink on a 4-queue veth pair made by the test: quiverd's end (in one
-//! namespace) gets the XDP classifier and one AF_XDP socket per queue, the far end
-//! lives in a "host" namespace with an address.
+//! namespace) gets the XDP classifier, one AF_XDP socket per queue and a packet
+//! socket for broadcast / multicast (the uplink's fifth queue), the far end lives in
+//! a "host" namespace with an address.
 //!
 //! - frames from the host reach the VNIC owning their destination MAC (+VLAN), none
 //!   misclassified, counted per VNIC and per uplink queue; broadcast reaches every
-//!   VNIC of the VLAN; tagged frames are classified per VLAN. vm1 and vm3 hold a
+//!   VNIC of the VLAN through the group socket; tagged frames are classified per VLAN. vm1 and vm3 hold a
 //!   ring (`rings = 1`): the classifier redirects their frames to sockets of their
 //!   own, read by their own workers ("xdp" path); vm2 is served from the shared
 //!   sockets by the uplink's pollers ("software" path);
-//! - frames for other MACs still reach the kernel (XDP_PASS): the host pings the
-//!   quiverd-side interface's own address;
+//! - frames for other MACs and broadcasts still reach the kernel (XDP_PASS): the
+//!   host pings the quiverd-side interface's own address, resolving it with ARP;
 //! - guest TX reaches the host namespace;
 //! - a second quiverd on the same interface fails to start, naming the cause and
 //!   suggesting another kind.
@@ -225,20 +226,27 @@ fn frames_reach_the_vnic_owning_their_mac_and_vlan() -> Result<()> {
         up["kernel"]["xdp_dedicated"].as_u64() >= Some(54),
         "XDP verdicts: {up:#}"
     );
-    // The XDP program's own verdicts: the foreign frames went to the kernel.
+    // The XDP program's own verdicts: the foreign frames and the broadcasts went to
+    // the kernel, the VNICs' unicast (50 + 30 + 4) to quiverd's sockets.
     ensure!(
-        up["kernel"]["xdp_passed"].as_u64() >= Some(18)
-            && up["kernel"]["xdp_redirected"].as_u64() >= Some(89),
+        up["kernel"]["xdp_passed"].as_u64() >= Some(18 + 5)
+            && up["kernel"]["xdp_redirected"].as_u64() >= Some(84),
         "XDP verdicts: {up:#}"
     );
+    // 4 AF_XDP queues and the group socket's queue, which read the 5 broadcasts.
     let queues = up["queues"].as_array().cloned().unwrap_or_default();
-    ensure!(queues.len() == 4, "per-queue counters: {up:#}");
+    ensure!(queues.len() == 5, "per-queue counters: {up:#}");
+    ensure!(
+        queues[4]["rx_packets"].as_u64() >= Some(5),
+        "group queue: {up:#}"
+    );
     let per_queue: Vec<u64> = queues
         .iter()
         .map(|q| q["rx_packets"].as_u64().unwrap_or(0))
         .collect();
-    // The classifier let only the VNICs' frames and broadcasts through (plus the
-    // kernel's own multicast): none of the 18 foreign frames reached quiverd.
+    // The classifier let only the VNICs' frames through and the group socket only
+    // the broadcasts (plus the kernel's own multicast): 84 + 5 in all, none of the
+    // 18 foreign frames reached quiverd.
     let total: u64 = per_queue.iter().sum();
     ensure!(
         (89..89 + 18).contains(&total),
@@ -259,24 +267,8 @@ fn frames_for_other_macs_still_reach_the_kernel() -> Result<()> {
     }
     let s = setup()?;
     let (a_ip, _) = subnet();
-    // ARP requests are broadcast, and broadcast goes to quiverd: give the host the
-    // quiverd-side MAC up front. The reply path (unicast to `b`) is the kernel's.
-    let link = ns_run(&s.qns, &["cat", &format!("/sys/class/net/{}/address", s.a)])?;
-    ns_run(
-        &s.hns,
-        &[
-            "ip",
-            "neigh",
-            "replace",
-            &a_ip.to_string(),
-            "lladdr",
-            link.trim(),
-            "dev",
-            &s.b,
-            "nud",
-            "permanent",
-        ],
-    )?;
+    // No static neighbour entry: the host's ARP request is a broadcast, which the
+    // classifier passes to the kernel of quiverd's namespace (quiverd floods a copy).
     // An ICMP echo through a raw socket (no ping binary needed): the kernel of
     // quiverd's namespace answers.
     let script = format!(
@@ -293,6 +285,12 @@ fn frames_for_other_macs_still_reach_the_kernel() -> Result<()> {
     );
     let out = ns_run(&s.hns, &["python3", "-c", &script])?;
     ensure!(out.trim() == "3", "echo replies from {a_ip}: {out:?}");
+    // Resolved by ARP, not configured.
+    let neigh = ns_run(&s.hns, &["ip", "neigh", "show", &a_ip.to_string()])?;
+    ensure!(
+        neigh.contains("lladdr") && !neigh.contains("PERMANENT"),
+        "neighbour entry: {neigh}"
+    );
     // The XDP program is attached in native mode.
     let show = ns_run(&s.qns, &["ip", "link", "show", &s.a])?;
     ensure!(show.contains("xdp"), "no XDP program on {}: {show}", s.a);

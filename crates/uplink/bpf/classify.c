@@ -2,10 +2,12 @@
 //
 // quiver's XDP classifier for the af_xdp uplink.
 //
-// Frames whose (destination MAC, VLAN) belongs to a VNIC, and every broadcast or
-// multicast frame (quiverd floods those), are redirected into an AF_XDP socket
-// bound to the queue they arrived on. Everything else goes on to the kernel stack
-// (XDP_PASS): nothing is dropped here. A queue without a socket falls back to
+// Unicast frames whose (destination MAC, VLAN) belongs to a VNIC are redirected
+// into an AF_XDP socket bound to the queue they arrived on. Everything else goes
+// on to the kernel stack (XDP_PASS): nothing is dropped here. That includes every
+// broadcast and multicast frame: the host's own stack needs them (ARP for its
+// address, IPv6 neighbour discovery), and quiverd reads them for its VNICs through
+// an AF_PACKET socket on the interface (crates/uplink/src/af_xdp/group.rs). A queue without a socket falls back to
 // XDP_PASS too (the low bits of bpf_redirect_map's flags are the action taken when
 // the lookup fails, since Linux 5.6).
 //
@@ -13,19 +15,18 @@
 // sockets, one per column c >= 1, each carrying one VNIC's frames: the VNIC's
 // `vnic_macs` value is its column, and its frames on queue q go to
 // xsks[c * MAX_QUEUES + q]. A missing dedicated entry (being set up or torn
-// down) falls back to the queue's shared socket; broadcast and multicast always
-// go to the shared socket.
+// down) falls back to the queue's shared socket.
 
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
-// Must match MAX_AF_XDP_QUEUES and MAX_DEDICATED in crates/uplink/src/af_xdp.rs.
+// Must match MAX_AF_XDP_QUEUES and MAX_DEDICATED in crates/uplink/src/af_xdp/mod.rs.
 #define MAX_QUEUES 64
 #define MAX_DEDICATED 63
 
-// Must match `ClassKey` in crates/uplink/src/af_xdp.rs: 8 bytes, no padding.
+// Must match `ClassKey` in crates/uplink/src/af_xdp/mod.rs: 8 bytes, no padding.
 struct class_key {
 	__u8 mac[6];
 	__u16 vlan; // VLAN id (host byte order), 0 = untagged
@@ -47,8 +48,9 @@ struct {
 	__type(value, __u32);
 } xsks SEC(".maps");
 
-// Per-CPU counters: 0 = redirected to a shared socket, 1 = passed to the kernel,
-// 2 = redirected to a dedicated socket. Each frame counts once.
+// Per-CPU counters: 0 = redirected to a shared socket, 1 = passed to the kernel
+// (broadcast and multicast included), 2 = redirected to a dedicated socket. Each
+// frame counts once.
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 3);
@@ -85,9 +87,10 @@ int classify(struct xdp_md *ctx)
 			goto pass;
 		key.vlan = bpf_ntohs(*tci) & 0x0fff;
 	}
-	// Group bit: broadcast and multicast go to quiverd, which floods them.
+	// Group bit: broadcast and multicast are the kernel's too; quiverd's group
+	// socket reads them on their way in.
 	if (key.mac[0] & 1)
-		goto shared;
+		goto pass;
 	column = bpf_map_lookup_elem(&vnic_macs, &key);
 	if (!column)
 		goto pass;
@@ -99,7 +102,6 @@ int classify(struct xdp_md *ctx)
 			return bpf_redirect_map(&xsks, index, XDP_PASS);
 		}
 	}
-shared:
 	count(0);
 	return bpf_redirect_map(&xsks, queue, XDP_PASS);
 pass:

@@ -53,17 +53,15 @@ impl AfXdp {
         // looks the ifindex up in the socket's. None is in the XSKMAP yet, so
         // on error they close holding no frame.
         let open_all = || -> Result<Vec<XskRx>, AfXdpError> {
-            self.queues
-                .iter()
+            self.xsks()
                 .enumerate()
-                .map(|(queue, q)| {
-                    q.xsk.open_rx(DEDICATED_RING_SIZE).map_err(|source| {
-                        AfXdpError::DedicatedSocket {
+                .map(|(queue, xsk)| {
+                    xsk.open_rx(DEDICATED_RING_SIZE)
+                        .map_err(|source| AfXdpError::DedicatedSocket {
                             ifname: self.ifname.clone(),
                             queue,
                             source,
-                        }
-                    })
+                        })
                 })
                 .collect()
         };
@@ -76,7 +74,7 @@ impl AfXdp {
         };
         // Every socket in the XSKMAP before the first frame is steered to the
         // column: the classifier never finds half a set.
-        let mut set: Vec<AfXdpDedicated> = Vec::with_capacity(self.queues.len());
+        let mut set: Vec<AfXdpDedicated> = Vec::with_capacity(sockets.len());
         let mut result = Ok(());
         for (queue, rx) in sockets.into_iter().enumerate() {
             steering.users[column as usize] += 1;

@@ -1,23 +1,34 @@
 //! The AF_XDP uplink: an XDP classifier on a kernel interface redirects the
-//! frames of quiver's VNICs (by destination MAC and VLAN) and every broadcast /
-//! multicast frame into one AF_XDP socket per queue; everything else carries on
-//! to the kernel stack.
+//! unicast frames of quiver's VNICs (by destination MAC and VLAN) into one
+//! AF_XDP socket per queue; everything else carries on to the kernel stack,
+//! broadcast and multicast included, so the host keeps using the interface
+//! (ARP for its own address, IPv6 neighbour discovery).
+//!
+//! quiverd still floods group frames to the VNICs: one AF_PACKET socket on the
+//! interface ([`group::GroupSocket`]) taps the broadcast and multicast frames
+//! the kernel receives. It is the uplink's last queue: [`Uplink::num_queues`]
+//! is `queues + 1`, queue `queues` reads group frames only and transmits
+//! through the packet socket (so quiverd's per-pair choice of a transmit queue
+//! and its per-queue counters work unchanged). [`Capabilities`] still counts
+//! the hardware queues only.
 //!
 //! Opening = look the interface up, load `bpf/classify.c` (built by build.rs,
 //! embedded below) with aya, open and bind one [`Xsk`] per queue `0..queues`
-//! and put each into the `xsks` XSKMAP at its queue index, then attach the
-//! program (native mode, or generic "skb" mode). With a netns, all of it runs
-//! on a helper thread inside that namespace. Dropping the uplink closes the
-//! program's bpf_link, which detaches it.
+//! and put each into the `xsks` XSKMAP at its queue index, open the group
+//! socket, then attach the program (native mode, or generic "skb" mode). With
+//! a netns, all of it runs on a helper thread inside that namespace. Dropping
+//! the uplink closes the program's bpf_link, which detaches it.
 //!
 //! Frames carry no offload information over AF_XDP: received frames get an
 //! all-zero virtio_net_hdr, and [`Capabilities::vnet_hdr`] is false so the
 //! daemon finishes checksums and segments TSO frames before sending.
 //!
 //! [`Uplink::dedicate`] gives one VNIC a receive-only socket of its own on every
-//! queue ([`dedicated::AfXdpDedicated`]), sharing the queue socket's UMEM and
-//! fill ring (`XDP_SHARED_UMEM`). The classifier's `vnic_macs` value is the VNIC's column:
-//! 0 = the queues' shared sockets, c ≥ 1 = the dedicated sockets at XSKMAP index
+//! AF_XDP queue ([`dedicated::AfXdpDedicated`]), sharing the queue socket's
+//! UMEM and fill ring (`XDP_SHARED_UMEM`); the VNIC's group frames still come
+//! through the group socket. The classifier's `vnic_macs` value is the VNIC's
+//! column: 0 = the queues' shared sockets, c ≥ 1 = the dedicated sockets at
+//! XSKMAP index
 //! `c * MAX_AF_XDP_QUEUES + queue`. Setting up, sockets go into the XSKMAP before
 //! the column goes into `vnic_macs`; tearing down (any one of the set dropping)
 //! the column goes back to 0 first, then the socket leaves the XSKMAP, then its
@@ -39,6 +50,9 @@ use crate::uplink::{Capabilities, DedicatedRx, Uplink, UplinkError, UplinkKind, 
 use crate::xsk::{BindMode, Xsk, XskError, XskRx, XskTarget};
 
 mod dedicated;
+mod group;
+
+use group::GroupSocket;
 
 /// The classifier, compiled by build.rs.
 static CLASSIFY_O: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/classify.o"));
@@ -84,7 +98,8 @@ impl XdpMode {
 pub struct AfXdpConfig {
     /// The existing interface to attach to.
     pub ifname: String,
-    /// Queues `0..queues` get a socket each.
+    /// Queues `0..queues` get an AF_XDP socket each (the uplink has one
+    /// queue more: the group socket).
     pub queues: usize,
     /// Network namespace the interface lives in; `None` = ours.
     pub netns: Option<String>,
@@ -151,6 +166,13 @@ pub enum AfXdpError {
         #[source]
         source: XskError,
     },
+    #[error("cannot open the broadcast / multicast socket on {ifname} ({step})")]
+    GroupSocket {
+        ifname: String,
+        step: &'static str,
+        #[source]
+        source: io::Error,
+    },
     #[error("{count} classes exceed the classifier's {MAX_CLASSES} entries on {ifname}")]
     TooManyClasses { ifname: String, count: usize },
     #[error("{mac:02x?} VLAN {vlan} is not a class of {ifname}: set_classes first")]
@@ -189,30 +211,61 @@ struct ClassKey {
 // tests), and every bit pattern is a valid value.
 unsafe impl aya::Pod for ClassKey {}
 
-/// One queue of an af_xdp uplink: its shared AF_XDP socket, owner of the
-/// queue's UMEM (which dedicated sockets of the queue hold on to as well).
+/// One queue of an af_xdp uplink: a hardware queue's shared AF_XDP socket,
+/// or (the last queue) the group socket.
 #[derive(Debug)]
 pub struct AfXdpQueue {
-    xsk: Arc<Xsk>,
+    socket: QueueSocket,
+}
+
+#[derive(Debug)]
+enum QueueSocket {
+    /// The queue's shared AF_XDP socket, owner of the queue's UMEM (which
+    /// dedicated sockets of the queue hold on to as well).
+    Xsk(Arc<Xsk>),
+    /// Broadcast and multicast frames the kernel received, on any queue.
+    Group(GroupSocket),
+}
+
+impl AfXdpQueue {
+    fn xsk(&self) -> Option<&Arc<Xsk>> {
+        match &self.socket {
+            QueueSocket::Xsk(xsk) => Some(xsk),
+            QueueSocket::Group(_) => None,
+        }
+    }
 }
 
 impl UplinkQueue for AfXdpQueue {
     fn rx_fd(&self) -> Option<RawFd> {
-        Some(self.xsk.raw_fd())
+        Some(match &self.socket {
+            QueueSocket::Xsk(xsk) => xsk.raw_fd(),
+            QueueSocket::Group(group) => group.raw_fd(),
+        })
     }
 
-    /// One frame from the RX ring, after a zeroed virtio_net_hdr. A frame
-    /// longer than `buf` allows is cut short (like a TAP read).
+    /// One frame after a zeroed virtio_net_hdr. From an AF_XDP socket, a
+    /// frame longer than `buf` allows is cut short (like a TAP read); the
+    /// group socket skips it and counts it (`group_skipped`).
     fn recv(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
-        self.xsk.recv(buf)
+        match &self.socket {
+            QueueSocket::Xsk(xsk) => xsk.recv(buf),
+            QueueSocket::Group(group) => group.recv(buf),
+        }
     }
 
-    /// Copies the frame (without its virtio_net_hdr, which AF_XDP cannot
-    /// carry) into a transmit frame and kicks the kernel. `ENOBUFS` when
-    /// every transmit frame is still in flight.
+    /// Sends the frame without its virtio_net_hdr (AF_XDP cannot carry one).
+    /// On an AF_XDP socket: copied into a transmit frame and the kernel
+    /// kicked, `ENOBUFS` when every transmit frame is still in flight. On the
+    /// group socket: one `sendmsg`.
     unsafe fn send(&self, iov: &[libc::iovec]) -> io::Result<usize> {
-        // SAFETY: the caller upholds this fn's contract, which is Xsk::send's.
-        unsafe { self.xsk.send(iov) }
+        match &self.socket {
+            // SAFETY: the caller upholds this fn's contract, which is Xsk::send's.
+            QueueSocket::Xsk(xsk) => unsafe { xsk.send(iov) },
+            // SAFETY: the caller upholds this fn's contract, which is
+            // GroupSocket::send's.
+            QueueSocket::Group(group) => unsafe { group.send(iov) },
+        }
     }
 }
 
@@ -312,18 +365,31 @@ impl AfXdp {
         self.mode
     }
 
-    /// Whether every socket is bound in zero-copy mode.
+    /// The queues' shared AF_XDP sockets, in queue order (the group socket
+    /// comes after them in `queues`).
+    fn xsks(&self) -> impl Iterator<Item = &Arc<Xsk>> {
+        self.queues.iter().filter_map(AfXdpQueue::xsk)
+    }
+
+    /// Whether every AF_XDP socket is bound in zero-copy mode.
     pub fn zero_copy(&self) -> bool {
-        !self.queues.is_empty()
-            && self
-                .queues
-                .iter()
-                .all(|q| q.xsk.mode() == BindMode::ZeroCopy)
+        self.xsks().count() > 0 && self.xsks().all(|x| x.mode() == BindMode::ZeroCopy)
+    }
+
+    /// Group frames the group socket did not hand up (too long, malformed).
+    pub fn group_skipped(&self) -> u64 {
+        self.queues
+            .iter()
+            .map(|q| match &q.socket {
+                QueueSocket::Group(group) => group.skipped(),
+                QueueSocket::Xsk(_) => 0,
+            })
+            .sum()
     }
 
     /// The classifier's verdict counters summed over CPUs: (frames redirected
     /// toward quiver, to shared and dedicated sockets alike; frames passed to
-    /// the kernel).
+    /// the kernel, broadcast and multicast included).
     pub fn verdicts(&self) -> (u64, u64) {
         (
             self.verdict(0).wrapping_add(self.verdict(2)),
@@ -396,6 +462,7 @@ impl Uplink for AfXdp {
             ("xdp_redirected", redirected),
             ("xdp_passed", passed),
             ("xdp_dedicated", self.dedicated_verdicts()),
+            ("group_skipped", self.group_skipped()),
         ]
     }
 
@@ -412,9 +479,12 @@ impl Uplink for AfXdp {
     }
 
     fn capabilities(&self) -> Capabilities {
+        // The hardware queues with an AF_XDP socket: the group socket is no
+        // ring of the NIC's (it reads frames of every queue).
+        let rings = self.xsks().count();
         Capabilities {
-            rx_rings: self.queues.len(),
-            tx_rings: self.queues.len(),
+            rx_rings: rings,
+            tx_rings: rings,
             vnet_hdr: false,
             zero_copy: self.zero_copy(),
             hw_steering: false,
@@ -589,8 +659,20 @@ fn open_here(cfg: &AfXdpConfig) -> Result<AfXdp, AfXdpError> {
         );
         xsks.set(u32::try_from(queue).unwrap_or(u32::MAX), xsk.as_fd(), 0)
             .map_err(map_err("xsks"))?;
-        queues.push(AfXdpQueue { xsk });
+        queues.push(AfXdpQueue {
+            socket: QueueSocket::Xsk(xsk),
+        });
     }
+    // Before the program is attached: no group frame that bypasses the XSKs
+    // goes unread.
+    // Interface indexes are positive `int`s in the kernel: this always fits.
+    let ifindex_c = libc::c_int::try_from(ifindex).unwrap_or(libc::c_int::MAX);
+    let group = GroupSocket::open(ifindex_c).map_err(|e| AfXdpError::GroupSocket {
+        ifname: ifname.clone(),
+        step: e.step,
+        source: e.source,
+    })?;
+    let xsk_queues = queues.len();
 
     let prog_err = |source| AfXdpError::Program {
         ifname: ifname.clone(),
@@ -623,19 +705,23 @@ fn open_here(cfg: &AfXdpConfig) -> Result<AfXdp, AfXdpError> {
     // An AF_XDP socket sees only the queue it is bound to: frames the NIC (RSS)
     // puts on a queue without a socket reach the kernel, not the VNICs.
     match crate::xsk::rx_queue_count(&ifname) {
-        Ok(n) if usize::try_from(n).is_ok_and(|n| n > queues.len()) => log::warn!(
-            "af_xdp {ifname}: the interface has {n} receive queues but queues = {}: frames \
-             arriving on queues {}..{n} bypass quiverd (set queues = {n}, or `ethtool -L {ifname}`)",
-            queues.len(),
-            queues.len()
+        Ok(n) if usize::try_from(n).is_ok_and(|n| n > xsk_queues) => log::warn!(
+            "af_xdp {ifname}: the interface has {n} receive queues but queues = {xsk_queues}: \
+             unicast frames arriving on queues {xsk_queues}..{n} bypass quiverd (set queues = {n}, \
+             or `ethtool -L {ifname}`)"
         ),
         Ok(_) => {}
         Err(e) => log::debug!("af_xdp {ifname}: cannot read its channel count: {e}"),
     }
-    let zero_copy = queues.iter().all(|q| q.xsk.mode() == BindMode::ZeroCopy);
+    let zero_copy = queues
+        .iter()
+        .filter_map(AfXdpQueue::xsk)
+        .all(|x| x.mode() == BindMode::ZeroCopy);
+    queues.push(AfXdpQueue {
+        socket: QueueSocket::Group(group),
+    });
     log::info!(
-        "af_xdp {ifname}: {} queue(s), XDP {} mode, {}",
-        queues.len(),
+        "af_xdp {ifname}: {xsk_queues} AF_XDP queue(s) + 1 for broadcast / multicast, XDP {} mode, {}",
         mode.as_str(),
         if zero_copy { "zero-copy" } else { "copy mode" }
     );

@@ -86,7 +86,9 @@ fn inject(ns: &netns::NetnsGuard, dev: &str, frame: &[u8], count: usize) {
     ns_ok(ns, &["python3", "-c", &script]);
 }
 
-fn recv_all(up: &AfXdp, want: usize) -> Vec<Vec<u8>> {
+/// Frames the uplink's queues receive, each with the index of the queue it
+/// came from, until `want` of them or 3 s.
+fn recv_all(up: &AfXdp, want: usize) -> Vec<(usize, Vec<u8>)> {
     let mut got = Vec::new();
     let mut buf = vec![0u8; 4096];
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
@@ -95,7 +97,7 @@ fn recv_all(up: &AfXdp, want: usize) -> Vec<Vec<u8>> {
         for q in 0..up.num_queues() {
             let queue = up.queue(q).unwrap();
             while let Some(n) = queue.recv(&mut buf).unwrap() {
-                got.push(buf[..n].to_vec());
+                got.push((q, buf[..n].to_vec()));
                 idle = false;
             }
         }
@@ -170,6 +172,13 @@ fn classify_on_veth(mode: XdpMode) {
     let rx_queues = netns::run_in(ns.name(), || crate::xsk::rx_queue_count("xa"));
     assert_eq!(rx_queues.unwrap().unwrap(), 2);
     assert!(!up.capabilities().vnet_hdr);
+    // Two AF_XDP queues and the group socket; the capabilities count the
+    // hardware queues only.
+    assert_eq!(up.num_queues(), 3);
+    assert_eq!(up.capabilities().rx_rings, 2);
+    assert_eq!(up.capabilities().tx_rings, 2);
+    let group_q = 2;
+    assert!(up.queue(group_q).unwrap().rx_fd().is_some());
     let mac = [0x52, 0x54, 0, 0, 0, 9];
     up.set_classes(&[(mac, 0), ([0x52, 0x54, 0, 0, 0, 10], 7)])
         .unwrap();
@@ -184,43 +193,79 @@ fn classify_on_veth(mode: XdpMode) {
         f.extend_from_slice(&[0xab; 50]);
         f
     };
+    let (_, passed_before) = up.verdicts();
     inject(&ns, "xb", &frame(mac, None), 5);
     inject(&ns, "xb", &frame([0xff; 6], None), 2);
+    inject(&ns, "xb", &frame([0x01, 0, 0x5e, 0, 0, 0x42], Some(7)), 2);
     inject(&ns, "xb", &frame([0x52, 0x54, 0, 0, 0, 10], Some(7)), 3);
     // Not ours: wrong MAC, and right MAC on the wrong VLAN.
     inject(&ns, "xb", &frame([0x52, 0x54, 0, 0, 0, 11], None), 4);
     inject(&ns, "xb", &frame([0x52, 0x54, 0, 0, 0, 10], Some(8)), 4);
     // The kernel's own IPv6 multicast (MLD, ND) from xb comes too: keep
     // only the injected frames (source 02:00:00:00:00:77).
-    let got: Vec<Vec<u8>> = recv_all(&up, 10)
+    let got: Vec<(usize, Vec<u8>)> = recv_all(&up, 12)
         .into_iter()
-        .filter(|f| f[18..24] == [0x02, 0, 0, 0, 0, 0x77])
+        .filter(|(_, f)| f[18..24] == [0x02, 0, 0, 0, 0, 0x77])
         .collect();
-    assert_eq!(got.len(), 10, "{got:02x?}");
-    for f in &got {
+    assert_eq!(got.len(), 12, "{got:02x?}");
+    for (_, f) in &got {
         assert_eq!(&f[..VNET_HDR_LEN], &[0u8; VNET_HDR_LEN]);
     }
-    let to = |dst: [u8; 6]| got.iter().filter(|f| f[12..18] == dst).count();
-    assert_eq!(to(mac), 5);
-    assert_eq!(to([0xff; 6]), 2);
-    assert_eq!(to([0x52, 0x54, 0, 0, 0, 10]), 3);
+    let to = |dst: [u8; 6]| got.iter().filter(move |(_, f)| f[12..18] == dst);
+    // Unicast through the AF_XDP sockets, group frames through the group
+    // socket only (each once), VLAN tag put back.
+    assert_eq!(to(mac).count(), 5);
+    assert!(to(mac).all(|(q, _)| *q < group_q));
+    assert_eq!(to([0x52, 0x54, 0, 0, 0, 10]).count(), 3);
+    assert!(to([0x52, 0x54, 0, 0, 0, 10]).all(|(q, _)| *q < group_q));
+    assert_eq!(to([0xff; 6]).count(), 2);
+    assert!(to([0xff; 6]).all(|(q, f)| *q == group_q && f.len() == VNET_HDR_LEN + 64));
+    let mcast: Vec<_> = to([0x01, 0, 0x5e, 0, 0, 0x42]).collect();
+    assert_eq!(mcast.len(), 2);
+    assert!(mcast.iter().all(|(q, f)| *q == group_q
+        && f[24..28] == [0x81, 0, 0, 7]
+        && f.len() == VNET_HDR_LEN + 68));
     let (redirected, passed) = up.verdicts();
-    assert!(redirected >= 10, "redirected {redirected}");
-    assert!(passed >= 8, "passed {passed}");
+    assert!(redirected >= 8, "redirected {redirected}");
+    // The kernel got the 4 group frames and the 8 foreign ones.
+    assert!(passed - passed_before >= 12, "passed {passed}");
+    assert_eq!(counter(&up, "group_skipped"), 0);
 
     // Dropping the class stops the redirect.
     up.set_classes(&[]).unwrap();
     inject(&ns, "xb", &frame(mac, None), 3);
     assert!(!recv_all(&up, 1)
         .iter()
-        .any(|f| f[18..24] == [0x02, 0, 0, 0, 0, 0x77]));
+        .any(|(_, f)| f[18..24] == [0x02, 0, 0, 0, 0, 0x77]));
 
-    // Transmit: 20 frames (more than one completion batch's worth of kicks).
+    // A group frame longer than the reader's buffer is skipped and counted.
+    inject(&ns, "xb", &frame([0xff; 6], None), 1);
+    let mut small = [0u8; VNET_HDR_LEN + 32];
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    while counter(&up, "group_skipped") == 0 && std::time::Instant::now() < deadline {
+        while up
+            .queue(group_q)
+            .unwrap()
+            .recv(&mut small)
+            .unwrap()
+            .is_some()
+        {}
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert_eq!(counter(&up, "group_skipped"), 1);
+
+    // Transmit: 20 frames (more than one completion batch's worth of kicks)
+    // on an AF_XDP queue, 10 broadcasts on the group socket's queue.
     let mut hdr = [0u8; VNET_HDR_LEN];
     hdr[0] = 0;
     let out = frame([0x02, 0, 0, 0, 0, 0x77], None);
     let before = tx_packets(&ns, "xb");
-    for _ in 0..20 {
+    for i in 0..30 {
+        let (q, out) = if i < 20 {
+            (0, out.clone())
+        } else {
+            (group_q, frame([0xff; 6], None))
+        };
         let iov = [
             libc::iovec {
                 iov_base: hdr.as_mut_ptr().cast(),
@@ -232,11 +277,13 @@ fn classify_on_veth(mode: XdpMode) {
             },
         ];
         // SAFETY: both iovecs point at live local buffers of their length.
-        let n = unsafe { up.queue(0).unwrap().send(&iov) }.unwrap();
+        let n = unsafe { up.queue(q).unwrap().send(&iov) }.unwrap();
         assert_eq!(n, VNET_HDR_LEN + out.len());
     }
     std::thread::sleep(std::time::Duration::from_millis(100));
-    assert_eq!(tx_packets(&ns, "xb") - before, 20);
+    assert_eq!(tx_packets(&ns, "xb") - before, 30);
+    // The group socket does not read back the broadcasts it sent.
+    assert!(recv_all(&up, 1).iter().all(|(_, f)| f[18..24] != SRC));
     drop(up);
     let out = ns.exec(&["ip", "link", "show", "xa"]).unwrap();
     assert!(
@@ -379,9 +426,9 @@ fn counter(up: &AfXdp, name: &str) -> u64 {
         .unwrap()
 }
 
-/// A dedicated VNIC's frames reach its own sockets only; other classes and
-/// broadcasts stay on the shared sockets; dropping the set (or one of it)
-/// steers the VNIC back to the shared sockets.
+/// A dedicated VNIC's frames reach its own sockets only; other classes stay on
+/// the shared sockets and broadcasts on the group socket; dropping the set (or
+/// one of it) steers the VNIC back to the shared sockets.
 #[test]
 fn dedicated_sockets_take_their_vnics_frames() {
     if !is_root() {
@@ -406,6 +453,7 @@ fn dedicated_sockets_take_their_vnics_frames() {
     up.set_classes(&[(MAC_B, 7), (MAC_A, 0)]).unwrap();
 
     let dedicated_before = counter(&up, "xdp_dedicated");
+    let passed_before = counter(&up, "xdp_passed");
     inject(&ns, "xb", &test_frame(MAC_A, None), 5);
     inject(&ns, "xb", &test_frame(MAC_B, Some(7)), 3);
     inject(&ns, "xb", &test_frame([0xff; 6], None), 2);
@@ -430,7 +478,9 @@ fn dedicated_sockets_take_their_vnics_frames() {
     assert_eq!(shared.iter().filter(|f| f[..6] == MAC_B).count(), 3);
     assert_eq!(shared.iter().filter(|f| f[..6] == [0xff; 6]).count(), 2);
     assert!(counter(&up, "xdp_dedicated") - dedicated_before >= 5);
-    assert!(counter(&up, "xdp_redirected") >= 10);
+    // A's 5 and B's 3; the broadcasts went to the kernel (and the group socket).
+    assert!(counter(&up, "xdp_redirected") >= 8);
+    assert!(counter(&up, "xdp_passed") - passed_before >= 2);
 
     // Dropping the set: A's frames are the shared sockets' again.
     drop(set);
