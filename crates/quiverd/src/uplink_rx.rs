@@ -189,7 +189,11 @@ fn vnic_rx(vnic: &crate::vnic::Vnic) -> u64 {
         .fold(0, u64::wrapping_add)
 }
 
+/// What a route depends on: (802.1Q-tagged, VLAN id, destination MAC).
+type RouteKey = (bool, u16, MacAddr);
+
 /// Where one received frame goes, and the bytes it carries there.
+#[derive(Clone, Copy)]
 struct Routed {
     port: Option<PortId>,
     flood_vlan: Option<u16>,
@@ -224,6 +228,7 @@ pub fn deliver_burst(
     // A burst usually comes from few stations: learn each source once per burst, not
     // once per frame (the learner takes a lock).
     let mut learned: ArrayVec<(u16, MacAddr), BURST> = ArrayVec::new();
+    let mut last: Option<(RouteKey, Result<Option<Routed>, DropReason>)> = None;
     for f in frames.iter().take(BURST) {
         packets += 1;
         bytes += f.data.len() as u64;
@@ -245,24 +250,33 @@ pub fn deliver_burst(
             fabric.learner.learn(&view.map, vlan, src, up.id, now);
             let _ = learned.try_push((vlan, src));
         }
-        let route = match forward(&view.map, Source::Uplink(up.id), vlan, dst) {
-            Decision::Port(p) => Some(Routed {
-                port: Some(p),
-                flood_vlan: None,
-                strip_tag: tagged,
-            }),
-            Decision::Flood { .. } => Some(Routed {
-                port: None,
-                flood_vlan: Some(vlan),
-                strip_tag: tagged,
-            }),
-            Decision::Uplink(_) => None,
-            Decision::Drop(reason) => {
-                counters.add_drop(reason, 1);
-                None
+        // Bursts mostly go to one destination: decide once per run of equal ones.
+        let key = (tagged, vlan, dst);
+        let decided = match last {
+            Some((k, d)) if k == key => d,
+            _ => {
+                let d = match forward(&view.map, Source::Uplink(up.id), vlan, dst) {
+                    Decision::Port(p) => Ok(Some(Routed {
+                        port: Some(p),
+                        flood_vlan: None,
+                        strip_tag: tagged,
+                    })),
+                    Decision::Flood { .. } => Ok(Some(Routed {
+                        port: None,
+                        flood_vlan: Some(vlan),
+                        strip_tag: tagged,
+                    })),
+                    Decision::Uplink(_) => Ok(None),
+                    Decision::Drop(reason) => Err(reason),
+                };
+                last = Some((key, d));
+                d
             }
         };
-        routes.push(route);
+        routes.push(decided.unwrap_or_else(|reason| {
+            counters.add_drop(reason, 1);
+            None
+        }));
     }
     counters.add_rx(packets, bytes);
     // The uplink's header, with offsets moved back when the tag is stripped.
