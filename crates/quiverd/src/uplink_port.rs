@@ -41,7 +41,12 @@ pub struct UplinkPort {
 impl UplinkPort {
     pub fn new(id: UplinkId, cfg: UplinkConfig, dev: Arc<dyn Uplink>) -> Self {
         let n = dev.num_queues().max(1);
-        let vnet_hdr = dev.capabilities().vnet_hdr;
+        let caps = dev.capabilities();
+        let vnet_hdr = caps.vnet_hdr;
+        // Rings are the device's receive rings: af_xdp's extra queue (broadcasts via a
+        // packet socket) is not one a NIC rule could steer to. Sink has none: its one
+        // shared group stays.
+        let rings = caps.rx_rings.clamp(1, n);
         let steering = dev.ifname().map(|ifname| {
             let driver: Box<dyn FlowSteering> =
                 match EthtoolSteering::open(ifname, cfg.netns.as_deref()) {
@@ -63,7 +68,7 @@ impl UplinkPort {
             counters: (0..n).map(|_| QueueCounters::new()).collect(),
             vnet_hdr,
             rings: Mutex::new(Rings {
-                table: RingTable::new(n),
+                table: RingTable::new(rings),
                 steering,
             }),
         }

@@ -243,7 +243,14 @@ struct TxSide {
     completion: Ring<u64>,
     /// UMEM addresses of transmit frames nobody uses.
     free: Vec<u64>,
+    /// Frames queued since the kernel was last asked to transmit.
+    unkicked: u32,
 }
+
+/// Frames queued before `send` asks the kernel to transmit without waiting for
+/// `flush`: copy mode sends at most 32 descriptors per syscall (`TX_BATCH_SIZE`
+/// in net/xdp/xsk.c), so one syscall per 32 frames.
+const TX_KICK_BATCH: u32 = 32;
 
 /// What a socket is bound to.
 #[derive(Clone, Copy, Debug)]
@@ -413,6 +420,7 @@ impl Xsk {
                 tx,
                 completion,
                 free,
+                unkicked: 0,
             },
         ))
     }
@@ -606,6 +614,7 @@ impl Xsk {
         self.reap(side);
         if side.free.is_empty() || side.tx.free(1) == 0 {
             // Everything is in flight: push the kernel, then look again.
+            side.unkicked = 0;
             sys::kick_tx(self.fd.as_fd())?;
             self.reap(side);
             if side.free.is_empty() || side.tx.free(1) == 0 {
@@ -643,12 +652,30 @@ impl Xsk {
             options: 0,
         });
         side.tx.submit();
+        side.unkicked += 1;
+        if side.unkicked >= TX_KICK_BATCH {
+            self.kick(side)?;
+        }
+        Ok(total)
+    }
+
+    /// Asks the kernel to transmit what `send` queued since the last time.
+    pub(crate) fn flush(&self) -> io::Result<()> {
+        let mut side = lock(&self.tx);
+        if side.unkicked == 0 {
+            return Ok(());
+        }
+        self.kick(&mut side)
+    }
+
+    fn kick(&self, side: &mut TxSide) -> io::Result<()> {
+        side.unkicked = 0;
         // Copy mode transmits only from within a syscall; zero-copy drivers
         // say through the flag whether they need one.
         if !self.need_wakeup || side.tx.needs_wakeup() {
             sys::kick_tx(self.fd.as_fd())?;
         }
-        Ok(total)
+        Ok(())
     }
 
     /// Moves completed transmit frames back to the free list.

@@ -255,9 +255,9 @@ impl UplinkQueue for AfXdpQueue {
     }
 
     /// Sends the frame without its virtio_net_hdr (AF_XDP cannot carry one).
-    /// On an AF_XDP socket: copied into a transmit frame and the kernel
-    /// kicked, `ENOBUFS` when every transmit frame is still in flight. On the
-    /// group socket: one `sendmsg`.
+    /// On an AF_XDP socket: copied into a transmit frame, and the kernel is
+    /// asked to transmit every 32 frames and at `flush`; `ENOBUFS` when every
+    /// transmit frame is still in flight. On the group socket: one `sendmsg`.
     unsafe fn send(&self, iov: &[libc::iovec]) -> io::Result<usize> {
         match &self.socket {
             // SAFETY: the caller upholds this fn's contract, which is Xsk::send's.
@@ -265,6 +265,14 @@ impl UplinkQueue for AfXdpQueue {
             // SAFETY: the caller upholds this fn's contract, which is
             // GroupSocket::send's.
             QueueSocket::Group(group) => unsafe { group.send(iov) },
+        }
+    }
+
+    /// One transmit syscall for what the AF_XDP socket queued.
+    fn flush(&self) -> io::Result<()> {
+        match &self.socket {
+            QueueSocket::Xsk(xsk) => xsk.flush(),
+            QueueSocket::Group(_) => Ok(()),
         }
     }
 }

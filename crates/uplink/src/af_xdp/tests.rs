@@ -280,6 +280,10 @@ fn classify_on_veth(mode: XdpMode) {
         let n = unsafe { up.queue(q).unwrap().send(&iov) }.unwrap();
         assert_eq!(n, VNET_HDR_LEN + out.len());
     }
+    // The AF_XDP queue transmits a batch with one syscall: at flush (or every 32).
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    assert_eq!(tx_packets(&ns, "xb") - before, 10);
+    up.queue(0).unwrap().flush().unwrap();
     std::thread::sleep(std::time::Duration::from_millis(100));
     assert_eq!(tx_packets(&ns, "xb") - before, 30);
     // The group socket does not read back the broadcasts it sent.
