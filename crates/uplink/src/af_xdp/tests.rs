@@ -89,6 +89,12 @@ fn inject(ns: &netns::NetnsGuard, dev: &str, frame: &[u8], count: usize) {
 /// Frames the uplink's queues receive, each with the index of the queue it
 /// came from, until `want` of them or 3 s.
 fn recv_all(up: &AfXdp, want: usize) -> Vec<(usize, Vec<u8>)> {
+    recv_kept(up, want, |_| true)
+}
+
+/// Frames (virtio_net_hdr first) for which `keep` holds, with their queue's
+/// index, until `want` of them or 3 s; the others are read and dropped.
+fn recv_kept(up: &AfXdp, want: usize, keep: impl Fn(&[u8]) -> bool) -> Vec<(usize, Vec<u8>)> {
     let mut got = Vec::new();
     let mut buf = vec![0u8; 4096];
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
@@ -97,7 +103,9 @@ fn recv_all(up: &AfXdp, want: usize) -> Vec<(usize, Vec<u8>)> {
         for q in 0..up.num_queues() {
             let queue = up.queue(q).unwrap();
             while let Some(n) = queue.recv(&mut buf).unwrap() {
-                got.push((q, buf[..n].to_vec()));
+                if keep(&buf[..n]) {
+                    got.push((q, buf[..n].to_vec()));
+                }
                 idle = false;
             }
         }
@@ -129,9 +137,10 @@ fn veth_frames_are_classified_in_skb_mode() {
     classify_on_veth(XdpMode::Skb);
 }
 
-fn classify_on_veth(mode: XdpMode) {
-    let ns = netns::NetnsGuard::new(netns::unique_name("qvx")).unwrap();
-    // No IPv6 on the pair: its ND / MLD frames would muddle the counts.
+/// A fresh test namespace holding a veth pair `xa`/`xb`, 2 queues each way, up,
+/// without IPv6 (its ND / MLD frames would muddle the counts).
+fn two_queue_veth(prefix: &str) -> netns::NetnsGuard {
+    let ns = netns::NetnsGuard::new(netns::unique_name(prefix)).unwrap();
     ns_ok(
         &ns,
         &["sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1"],
@@ -160,6 +169,11 @@ fn classify_on_veth(mode: XdpMode) {
     );
     ns_ok(&ns, &["ip", "link", "set", "xa", "up"]);
     ns_ok(&ns, &["ip", "link", "set", "xb", "up"]);
+    ns
+}
+
+fn classify_on_veth(mode: XdpMode) {
+    let ns = two_queue_veth("qvx");
     let up = open_af_xdp(&AfXdpConfig {
         ifname: "xa".into(),
         queues: 2,
@@ -315,35 +329,7 @@ fn test_frame(dst: [u8; 6], tag: Option<u16>) -> Vec<u8> {
 /// An af_xdp uplink on `xa` (2 queues) of a veth pair `xa`/`xb` in a
 /// fresh test namespace, with classes A (untagged) and B (VLAN 7).
 fn veth_uplink() -> (netns::NetnsGuard, AfXdp) {
-    let ns = netns::NetnsGuard::new(netns::unique_name("qvd")).unwrap();
-    ns_ok(
-        &ns,
-        &["sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1"],
-    );
-    ns_ok(
-        &ns,
-        &[
-            "ip",
-            "link",
-            "add",
-            "xa",
-            "numtxqueues",
-            "2",
-            "numrxqueues",
-            "2",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "xb",
-            "numtxqueues",
-            "2",
-            "numrxqueues",
-            "2",
-        ],
-    );
-    ns_ok(&ns, &["ip", "link", "set", "xa", "up"]);
-    ns_ok(&ns, &["ip", "link", "set", "xb", "up"]);
+    let ns = two_queue_veth("qvd");
     let up = open_af_xdp(&AfXdpConfig {
         ifname: "xa".into(),
         queues: 2,
@@ -358,25 +344,12 @@ fn veth_uplink() -> (netns::NetnsGuard, AfXdp) {
 /// Injected frames (from [`SRC`]) the shared sockets receive, until `want`
 /// of them or 3 s; each without its virtio_net_hdr.
 fn recv_shared(up: &AfXdp, want: usize) -> Vec<Vec<u8>> {
-    let mut got = Vec::new();
-    let mut buf = vec![0u8; 4096];
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
-    while got.len() < want && std::time::Instant::now() < deadline {
-        let mut idle = true;
-        for q in 0..up.num_queues() {
-            let queue = up.queue(q).unwrap();
-            while let Some(n) = queue.recv(&mut buf).unwrap() {
-                if buf[VNET_HDR_LEN + 6..VNET_HDR_LEN + 12] == SRC {
-                    got.push(buf[VNET_HDR_LEN..n].to_vec());
-                }
-                idle = false;
-            }
-        }
-        if idle {
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
-    }
-    got
+    recv_kept(up, want, |f| {
+        f.get(VNET_HDR_LEN + 6..VNET_HDR_LEN + 12) == Some(&SRC[..])
+    })
+    .into_iter()
+    .map(|(_, f)| f[VNET_HDR_LEN..].to_vec())
+    .collect()
 }
 
 /// Reads the shared sockets until they stay empty for 50 ms.
