@@ -5,7 +5,7 @@
 //! `reconnect` comes back to the same path). Client mode connects to the front-end's
 //! socket and retries until it appears. A stop request ends the loop in both modes.
 
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
@@ -13,12 +13,14 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use arrayvec::ArrayVec;
 use vhost::vhost_user::Listener;
 use vhost_user_backend::{ShutdownHandle, VhostUserDaemon};
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 use vmm_sys_util::epoll::EventSet;
+use vmm_sys_util::eventfd::EventFd;
 
 use crate::backend::{self, NetBackend};
 use crate::config::{SocketMode, VnicConfig};
@@ -29,7 +31,8 @@ use crate::sockperm;
 use crate::vnic::{Conn, Vnic};
 use crate::vring;
 
-/// How often a waiting loop checks for a stop request.
+/// How often a waiting loop checks for a stop request when it has no eventfd to
+/// wait on (eventfd creation failed).
 const TICK: Duration = Duration::from_millis(100);
 /// Client mode: delay between connection attempts.
 const RETRY: Duration = Duration::from_millis(500);
@@ -68,8 +71,80 @@ pub enum SessionError {
     },
 }
 
+/// A stop request that wakes a waiting connection loop at once: an idle VNIC's
+/// thread sleeps in poll(2) without a timeout instead of ticking.
+struct Stop {
+    requested: AtomicBool,
+    /// Readable once a stop is requested; `None` if it could not be created (then
+    /// waits tick every `TICK`).
+    event: Option<EventFd>,
+}
+
+impl Stop {
+    fn new() -> Self {
+        Stop {
+            requested: AtomicBool::new(false),
+            event: EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC).ok(),
+        }
+    }
+
+    fn request(&self) {
+        self.requested.store(true, Ordering::Relaxed);
+        if let Some(e) = &self.event {
+            let _ = e.write(1);
+        }
+    }
+
+    fn requested(&self) -> bool {
+        self.requested.load(Ordering::Relaxed)
+    }
+
+    /// Waits until `fd` is readable (true), a stop is requested or `timeout`
+    /// passes (false). `None` waits without a time limit.
+    fn wait(&self, fd: Option<RawFd>, timeout: Option<Duration>) -> bool {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        while !self.requested() {
+            let mut pfds: ArrayVec<libc::pollfd, 2> = ArrayVec::new();
+            for f in fd
+                .into_iter()
+                .chain(self.event.as_ref().map(AsRawFd::as_raw_fd))
+            {
+                pfds.push(libc::pollfd {
+                    fd: f,
+                    events: libc::POLLIN,
+                    revents: 0,
+                });
+            }
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            if left.is_some_and(|l| l.is_zero()) {
+                return false;
+            }
+            let wait = match (left, &self.event) {
+                (Some(l), Some(_)) => l,
+                (Some(l), None) => l.min(TICK),
+                (None, Some(_)) => Duration::MAX,
+                (None, None) => TICK,
+            };
+            let ms = if wait == Duration::MAX {
+                -1
+            } else {
+                // Round up, so a short wait does not become a busy loop.
+                i32::try_from(wait.as_millis() + 1).unwrap_or(i32::MAX)
+            };
+            // SAFETY: `pfds` is a live array of `pfds.len()` pollfds on this stack
+            // frame; the fds are the caller's listener and our eventfd, both open for
+            // the call.
+            let r = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, ms) };
+            if r > 0 && fd.is_some() && pfds[0].revents != 0 {
+                return true;
+            }
+        }
+        false
+    }
+}
+
 pub struct Session {
-    stop: Arc<AtomicBool>,
+    stop: Arc<Stop>,
     shutdown: Arc<Mutex<Option<ShutdownHandle>>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -82,7 +157,7 @@ impl Session {
             SocketMode::Server => Some(bind(&cfg)?),
             SocketMode::Client => None,
         };
-        let stop = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(Stop::new());
         let shutdown = Arc::new(Mutex::new(None));
         let (s, h) = (stop.clone(), shutdown.clone());
         let thread = std::thread::Builder::new()
@@ -101,7 +176,7 @@ impl Session {
 
     /// Disconnects the front-end, stops the loop and removes the socket (server mode).
     pub fn stop(mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.stop.request();
         if let Some(h) = self
             .shutdown
             .lock()
@@ -164,25 +239,6 @@ fn bind(cfg: &VnicConfig) -> Result<UnixListener, SessionError> {
     Ok(listener)
 }
 
-/// Waits until `fd` is readable or `stop` is set; true when readable.
-fn wait_readable(fd: i32, stop: &AtomicBool) -> bool {
-    while !stop.load(Ordering::Relaxed) {
-        let mut pfd = libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        let ms = i32::try_from(TICK.as_millis()).unwrap_or(100);
-        // SAFETY: pfd is a valid pollfd on this stack frame, nfds is 1, and fd belongs
-        // to the listener the caller keeps alive across this call.
-        let r = unsafe { libc::poll(&mut pfd, 1, ms) };
-        if r > 0 {
-            return true;
-        }
-    }
-    false
-}
-
 /// A private directory (mode 0700) for the back-end ends of relayed connections.
 fn private_dir() -> std::io::Result<&'static Path> {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
@@ -204,16 +260,12 @@ pub fn remove_private_dir() {
 
 /// Waits for the front-end: accepts on our socket (server mode) or connects to its
 /// socket, retrying (client mode). None when stopped.
-fn frontend(
-    cfg: &VnicConfig,
-    listener: Option<&UnixListener>,
-    stop: &AtomicBool,
-) -> Option<UnixStream> {
+fn frontend(cfg: &VnicConfig, listener: Option<&UnixListener>, stop: &Stop) -> Option<UnixStream> {
     let mut warned = false;
-    while !stop.load(Ordering::Relaxed) {
+    while !stop.requested() {
         let got = match listener {
             Some(l) => {
-                if !wait_readable(l.as_raw_fd(), stop) {
+                if !stop.wait(Some(l.as_raw_fd()), None) {
                     return None;
                 }
                 l.accept().map(|(s, _)| s)
@@ -233,7 +285,7 @@ fn frontend(
                     );
                     warned = true;
                 }
-                std::thread::sleep(RETRY);
+                stop.wait(None, Some(RETRY));
             }
         }
     }
@@ -276,12 +328,12 @@ fn serve(
     vnic: &Arc<Vnic>,
     fabric: &Arc<Fabric>,
     listener: Option<UnixListener>,
-    stop: &AtomicBool,
+    stop: &Stop,
     shutdown: &Mutex<Option<ShutdownHandle>>,
 ) {
     let name = vnic.cfg.name.clone();
     let mut attempt = 0u64;
-    while !stop.load(Ordering::Relaxed) {
+    while !stop.requested() {
         let Some(front) = frontend(&vnic.cfg, listener.as_ref(), stop) else {
             break;
         };
@@ -294,7 +346,7 @@ fn serve(
             Ok(d) => d,
             Err(e) => {
                 log::error!("{name}: cannot create the vhost-user device: {e}");
-                std::thread::sleep(RETRY);
+                stop.wait(None, Some(RETRY));
                 continue;
             }
         };
@@ -313,7 +365,7 @@ fn serve(
             Ok(relay) => relay,
             Err(e) => {
                 log::warn!("{name}: connection failed: {e}");
-                std::thread::sleep(RETRY);
+                stop.wait(None, Some(RETRY));
                 continue;
             }
         };
@@ -325,7 +377,7 @@ fn serve(
         vnic.set_conn(Some(conn.clone()));
         dedicated::sync(vnic, fabric);
         *shutdown.lock().unwrap_or_else(PoisonError::into_inner) = daemon.shutdown_handle();
-        if stop.load(Ordering::Relaxed) {
+        if stop.requested() {
             daemon.request_shutdown();
         }
         let result = daemon.wait();
