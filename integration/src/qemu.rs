@@ -618,11 +618,19 @@ pub fn qemu_args(
         append.push(format!("quiver.cmd={}", base64(spec.script.as_bytes())));
     }
     let id = unique();
+    // Multi-threaded TCG gives each vCPU a host thread. On this 2-core host under
+    // load, an SMP guest's second vCPU was seen to miss its timer for good during
+    // boot (RCU stalls, "timer wakeup didn't happen", no init after 300 s; QEMU 10).
+    // Round-robin TCG runs all vCPUs on one thread: slower, but it cannot starve one.
+    let accel = match (qemu.accel, spec.cpus) {
+        (Accel::Tcg, n) if n > 1 => "tcg,thread=single",
+        (a, _) => a.as_arg(),
+    };
     let mut args: Vec<String> = [
         "-name",
         &format!("quiver-{}-{id}", spec.name),
         "-accel",
-        qemu.accel.as_arg(),
+        accel,
         "-machine",
         "q35",
         "-m",
