@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arrayvec::ArrayVec;
 use quiver_switch::{forward, Decision, DropReason, PortId, Source};
-use quiver_uplink::{UplinkKind, UplinkQueue};
+use quiver_uplink::{UplinkKind, UplinkQueue, WireFrame};
 use quiver_virtio_net::Slice;
 use quiver_wire::MacAddr;
 
@@ -78,8 +78,8 @@ fn poll_queue(up: &UplinkPort, qi: usize, fabric: &Fabric, stop: &AtomicBool) {
         }
         return;
     };
-    let mut bufs: Vec<Vec<u8>> = (0..BURST).map(|_| vec![0u8; BUF_LEN]).collect();
-    let mut lens = [0usize; BURST];
+    // Only for kinds that cannot lend their frames (see `receive`).
+    let mut bufs: Vec<Vec<u8>> = Vec::new();
     while !stop.load(Ordering::Relaxed) {
         let mut pfd = libc::pollfd {
             fd,
@@ -92,26 +92,60 @@ fn poll_queue(up: &UplinkPort, qi: usize, fabric: &Fabric, stop: &AtomicBool) {
         if r <= 0 {
             continue;
         }
-        let mut n = 0;
-        while n < BURST {
-            match queue.recv(&mut bufs[n]) {
-                Ok(Some(len)) => {
-                    lens[n] = len;
-                    n += 1;
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    log::warn!("uplink {} queue {qi}: receive failed: {e}", up.cfg.name);
-                    std::thread::sleep(Duration::from_millis(100));
-                    break;
-                }
+        receive(up, qi, queue, fabric, &mut bufs, BUF_LEN);
+    }
+}
+
+/// Receives and delivers one burst of `queue`; returns what the VNICs took (see
+/// `deliver_burst`). Kinds that lend their frames (`recv_burst`: source, af_xdp)
+/// are delivered from where the frames lie; the others are copied into `bufs`
+/// first (`buf_len` bytes each, allocated on first use).
+fn receive(
+    up: &UplinkPort,
+    qi: usize,
+    queue: &dyn UplinkQueue,
+    fabric: &Fabric,
+    bufs: &mut Vec<Vec<u8>>,
+    buf_len: usize,
+) -> u64 {
+    let mut accepted = 0;
+    let lent = queue.recv_burst(BURST, &mut |frames| {
+        accepted = deliver_burst(up, qi, qi, fabric, frames);
+    });
+    let failed = |e: std::io::Error| {
+        log::warn!("uplink {} queue {qi}: receive failed: {e}", up.cfg.name);
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    match lent {
+        Some(Ok(_)) => return accepted,
+        Some(Err(e)) => {
+            failed(e);
+            return 0;
+        }
+        None => {}
+    }
+    if bufs.is_empty() {
+        *bufs = (0..BURST).map(|_| vec![0u8; buf_len]).collect();
+    }
+    let mut lens = [0usize; BURST];
+    let mut n = 0;
+    while n < BURST {
+        match queue.recv(&mut bufs[n]) {
+            Ok(Some(len)) => {
+                lens[n] = len;
+                n += 1;
+            }
+            Ok(None) => break,
+            Err(e) => {
+                failed(e);
+                break;
             }
         }
-        if n == 0 {
-            continue;
-        }
-        deliver_burst(up, qi, qi, fabric, &wire_frames(&bufs[..n], &lens[..n]));
     }
+    if n == 0 {
+        return 0;
+    }
+    deliver_burst(up, qi, qi, fabric, &wire_frames(&bufs[..n], &lens[..n]))
 }
 
 /// The frames of a burst received into `bufs` (virtio_net_hdr first).
@@ -143,31 +177,11 @@ fn generate(
 ) {
     // Generated frames are at most MAX_SOURCE_FRAME: no need for TAP-sized buffers.
     let buf_len = 12 + quiver_uplink::MAX_SOURCE_FRAME;
-    let mut bufs: Vec<Vec<u8>> = (0..BURST).map(|_| vec![0u8; buf_len]).collect();
-    let mut lens = [0usize; BURST];
+    let mut bufs: Vec<Vec<u8>> = Vec::new();
     let mut idle = 0u32;
     let mut sleep = SOURCE_MIN_SLEEP;
     while !stop.load(Ordering::Relaxed) {
-        let mut n = 0;
-        while n < BURST {
-            match queue.recv(&mut bufs[n]) {
-                Ok(Some(len)) => {
-                    lens[n] = len;
-                    n += 1;
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    log::warn!("uplink {} queue {qi}: source failed: {e}", up.cfg.name);
-                    std::thread::sleep(Duration::from_millis(100));
-                    break;
-                }
-            }
-        }
-        let accepted = if n == 0 {
-            0
-        } else {
-            deliver_burst(up, qi, qi, fabric, &wire_frames(&bufs[..n], &lens[..n]))
-        };
+        let accepted = receive(up, qi, queue, fabric, &mut bufs, buf_len);
         if accepted > 0 {
             idle = 0;
             sleep = SOURCE_MIN_SLEEP;
@@ -199,13 +213,6 @@ struct Routed {
     flood_vlan: Option<u16>,
     /// Byte range of the frame in its buffer, and whether the 802.1Q tag is stripped.
     strip_tag: bool,
-}
-
-/// One frame from the wire: the virtio_net_hdr its uplink gave it (all zero for
-/// kinds without offload info) and the Ethernet frame.
-pub struct WireFrame<'a> {
-    pub hdr: [u8; 12],
-    pub data: &'a [u8],
 }
 
 /// Delivers one burst received on uplink queue `qi`, writing to each VNIC's RX

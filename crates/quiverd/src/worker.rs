@@ -29,11 +29,12 @@ use crate::fabric::{Fabric, FabricView};
 use crate::offload;
 use crate::ratelimit::RateLimiter;
 use crate::reclaim::{Reclaim, ReclaimPolicy, DEADLINE};
-use crate::uplink_rx::{self, WireFrame};
+use crate::uplink_rx;
 use crate::vnic::{Conn, Vnic};
 use crate::vq;
 use crate::vring::Vring;
 use crate::warn_limited;
+use quiver_uplink::WireFrame;
 
 /// TX chains taken per burst.
 pub const BURST: usize = 64;

@@ -51,6 +51,7 @@ pub use source::{
 };
 pub use tap::{open_tap, Tap, TapConfig, TapError, TapQueue, MAX_TAP_QUEUES};
 pub use uplink::{
-    Capabilities, DedicatedRx, Uplink, UplinkError, UplinkKind, UplinkQueue, VNET_HDR_LEN,
+    Capabilities, DedicatedRx, Uplink, UplinkError, UplinkKind, UplinkQueue, WireFrame,
+    VNET_HDR_LEN,
 };
 pub use xsk::{XskError, AF_XDP_MAX_FRAME};

@@ -25,6 +25,15 @@ pub enum UplinkError {
     },
 }
 
+/// One received frame, borrowed from the uplink's own buffer for the length of a
+/// [`UplinkQueue::recv_burst`] call: its virtio_net_hdr (all zero for kinds without
+/// offload info) and the Ethernet frame.
+#[derive(Clone, Copy, Debug)]
+pub struct WireFrame<'a> {
+    pub hdr: [u8; VNET_HDR_LEN],
+    pub data: &'a [u8],
+}
+
 /// One direction-agnostic hardware-ish queue of an uplink.
 pub trait UplinkQueue: Send + Sync {
     /// Fd that becomes readable when frames are waiting (for epoll); `None` if
@@ -35,6 +44,18 @@ pub trait UplinkQueue: Send + Sync {
     /// (VIRTIO 1.2 §5.1.6, little endian; all zero when the kind has no offload
     /// info) followed by the Ethernet frame. `Ok(None)` when nothing is waiting.
     fn recv(&self, buf: &mut [u8]) -> io::Result<Option<usize>>;
+
+    /// Takes up to `max` waiting frames and hands them to `f` in one call, where
+    /// they lie (no copy into a buffer of the caller's); they are valid during the
+    /// call only. `Ok(0)` when nothing is waiting. `None` when this kind cannot:
+    /// use [`UplinkQueue::recv`].
+    fn recv_burst(
+        &self,
+        _max: usize,
+        _f: &mut dyn FnMut(&[WireFrame<'_>]),
+    ) -> Option<io::Result<usize>> {
+        None
+    }
 
     /// Transmit one frame. `iov` = 12-byte virtio_net_hdr followed by the frame
     /// bytes, possibly split across many iovecs.

@@ -591,6 +591,27 @@ impl Xsk {
         }
     }
 
+    /// The shared socket's frames a burst at a time, as [`XskRx::recv_burst`]
+    /// (what `recv` still holds goes back first). Wakes the kernel when idle
+    /// if the fill ring asks for it.
+    pub(crate) fn recv_burst(&self, max: usize, f: &mut dyn FnMut(&[&[u8]])) -> usize {
+        let mut side = lock(&self.rx);
+        let side = &mut *side;
+        if side.unreleased > 0 {
+            side.rx.release();
+            side.unreleased = 0;
+        }
+        if !side.done.is_empty() {
+            self.refill(&side.done, self.fd.as_fd());
+            side.done.clear();
+        }
+        let n = take_burst(self, &mut side.rx, self.fd.as_fd(), max, f);
+        if n == 0 && self.need_wakeup {
+            self.refill(&[], self.fd.as_fd());
+        }
+        n
+    }
+
     /// Queues one frame for transmission: the iovecs' bytes after the
     /// [`VNET_HDR_LEN`]-byte header are copied into a free transmit frame.
     /// Returns the bytes taken from `iov` (header included), like `writev`.
@@ -737,6 +758,55 @@ impl Drop for Taken<'_> {
     }
 }
 
+/// Takes up to `max` (at most [`MAX_BURST`]) frames off `rx`, an RX ring of a
+/// socket on `owner`'s queue, hands them to `f` at once, and gives their chunks
+/// back to the fill ring in one batch when `f` returns (or panics). Returns the
+/// number of frames handed to `f`.
+fn take_burst(
+    owner: &Xsk,
+    rx: &mut Ring<XdpDesc>,
+    kick: BorrowedFd<'_>,
+    max: usize,
+    f: &mut dyn FnMut(&[&[u8]]),
+) -> usize {
+    let want = u32::try_from(max.min(MAX_BURST)).unwrap_or(0);
+    let n = rx.available().min(want);
+    if n == 0 {
+        return 0;
+    }
+    let mut taken = Taken {
+        owner,
+        kick,
+        chunks: [0; MAX_BURST],
+        len: 0,
+    };
+    let mut frames: [&[u8]; MAX_BURST] = [&[]; MAX_BURST];
+    let mut good = 0;
+    for _ in 0..n {
+        let desc = rx.take();
+        if let Some(chunk) = Xsk::rx_chunk(desc.addr) {
+            taken.chunks[taken.len] = chunk;
+            taken.len += 1;
+        }
+        if let Some(frame) = owner.rx_frame(desc) {
+            frames[good] = frame;
+            good += 1;
+        } else {
+            log::trace!(
+                "AF_XDP queue {}: RX descriptor {desc:?} outside the receive frames",
+                owner.target.queue
+            );
+        }
+    }
+    // The descriptors are copied out; the frames stay ours until `taken` gives
+    // them back, after `f` (or when `f` panics).
+    rx.release();
+    if good > 0 {
+        f(&frames[..good]);
+    }
+    good
+}
+
 impl XskRx {
     pub(crate) fn raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()
@@ -746,45 +816,8 @@ impl XskRx {
     /// them to `f` at once; their chunks go back to the fill ring in one batch
     /// when `f` returns. Returns the number of frames handed to `f`.
     pub(crate) fn recv_burst(&self, max: usize, f: &mut dyn FnMut(&[&[u8]])) -> usize {
-        let owner = &*self.owner;
         let mut rx = lock(&self.rx);
-        let want = u32::try_from(max.min(MAX_BURST)).unwrap_or(0);
-        let n = rx.available().min(want);
-        if n == 0 {
-            return 0;
-        }
-        let mut taken = Taken {
-            owner,
-            kick: self.fd.as_fd(),
-            chunks: [0; MAX_BURST],
-            len: 0,
-        };
-        let mut frames: [&[u8]; MAX_BURST] = [&[]; MAX_BURST];
-        let mut good = 0;
-        for _ in 0..n {
-            let desc = rx.take();
-            if let Some(chunk) = Xsk::rx_chunk(desc.addr) {
-                taken.chunks[taken.len] = chunk;
-                taken.len += 1;
-            }
-            if let Some(frame) = owner.rx_frame(desc) {
-                frames[good] = frame;
-                good += 1;
-            } else {
-                log::trace!(
-                    "AF_XDP queue {}: RX descriptor {desc:?} outside the receive frames",
-                    owner.target.queue
-                );
-            }
-        }
-        // The descriptors are copied out; the frames stay ours until `taken`
-        // gives them back, after `f` (or when `f` panics).
-        rx.release();
-        drop(rx);
-        if good > 0 {
-            f(&frames[..good]);
-        }
-        good
+        take_burst(&self.owner, &mut rx, self.fd.as_fd(), max, f)
     }
 
     /// Takes every frame waiting in the RX ring and gives it straight back to

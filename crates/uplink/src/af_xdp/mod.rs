@@ -46,8 +46,11 @@ use aya::programs::{ProgramError, Xdp, XdpFlags};
 use aya::{Ebpf, EbpfError, EbpfLoader};
 
 use crate::netns::{self, NetnsError};
-use crate::uplink::{Capabilities, DedicatedRx, Uplink, UplinkError, UplinkKind, UplinkQueue};
-use crate::xsk::{BindMode, Xsk, XskError, XskRx, XskTarget};
+use crate::uplink::{
+    Capabilities, DedicatedRx, Uplink, UplinkError, UplinkKind, UplinkQueue, WireFrame,
+    VNET_HDR_LEN,
+};
+use crate::xsk::{BindMode, Xsk, XskError, XskRx, XskTarget, MAX_BURST};
 
 mod dedicated;
 mod group;
@@ -252,6 +255,29 @@ impl UplinkQueue for AfXdpQueue {
             QueueSocket::Xsk(xsk) => xsk.recv(buf),
             QueueSocket::Group(group) => group.recv(buf),
         }
+    }
+
+    /// From an AF_XDP socket: the frames where they lie in the UMEM, with a
+    /// zeroed virtio_net_hdr. The group socket has no burst receive.
+    fn recv_burst(
+        &self,
+        max: usize,
+        f: &mut dyn FnMut(&[WireFrame<'_>]),
+    ) -> Option<io::Result<usize>> {
+        let QueueSocket::Xsk(xsk) = &self.socket else {
+            return None;
+        };
+        let n = xsk.recv_burst(max.min(MAX_BURST), &mut |frames| {
+            let mut burst = [WireFrame {
+                hdr: [0; VNET_HDR_LEN],
+                data: &[],
+            }; MAX_BURST];
+            for (slot, data) in burst.iter_mut().zip(frames) {
+                slot.data = data;
+            }
+            f(&burst[..frames.len().min(MAX_BURST)]);
+        });
+        Some(Ok(n))
     }
 
     /// Sends the frame without its virtio_net_hdr (AF_XDP cannot carry one).
