@@ -273,7 +273,10 @@ mod tests {
         assert_eq!(n, 5);
         assert_eq!(seen, [B, A, B, A, B]);
         // Capped at SOURCE_BURST; the count covers every frame handed out.
-        let big = q.recv_burst(1000, &mut |_| {}).expect("lends").expect("no error");
+        let big = q
+            .recv_burst(1000, &mut |_| {})
+            .expect("lends")
+            .expect("no error");
         assert_eq!(big, SOURCE_BURST);
         assert_eq!(s.queues()[0].generated(), 6 + SOURCE_BURST as u64);
     }
