@@ -2,6 +2,7 @@
 //! same generator (`dpdk-testpmd` with `net_virtio_user` ports), alternating A B A B.
 //! See benches/README.md.
 
+mod paths;
 mod proc;
 mod quiverd;
 mod reclaim;
@@ -13,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
@@ -99,36 +100,6 @@ struct Args {
     latency_frame: usize,
 }
 
-fn utc_stamp() -> String {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-fn default_quiverd() -> PathBuf {
-    std::env::current_exe()
-        .ok()
-        .and_then(|p| p.parent().map(|d| d.join("quiverd")))
-        .unwrap_or_else(|| PathBuf::from("target/release/quiverd"))
-}
-
 fn check_program(p: &Path) -> Result<()> {
     let ok = std::process::Command::new("sh")
         .arg("-c")
@@ -163,17 +134,14 @@ fn run(args: Args) -> Result<()> {
         bail!("--latency-samples and --latency-interval-us must be at least 1");
     }
     let throughput = !reclaiming || args.reclaim_parts.contains(&Part::Throughput);
-    let quiverd = args.quiverd.clone().unwrap_or_else(default_quiverd);
+    let quiverd = args.quiverd.clone().unwrap_or_else(paths::default_quiverd);
     check_program(&quiverd)?;
     check_program(Path::new("taskset"))?;
     if throughput {
         check_program(&args.testpmd)?;
         check_program(Path::new("stdbuf"))?;
     }
-    let out = args
-        .out
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("target/bench-results").join(utc_stamp()));
+    let out = args.out.clone().unwrap_or_else(paths::new_results_dir);
     let log_dir = out.join("logs");
     std::fs::create_dir_all(&log_dir).with_context(|| format!("creating {}", log_dir.display()))?;
     let sock_dir = TempDir(std::env::temp_dir().join(format!("qbench-{}", std::process::id())));

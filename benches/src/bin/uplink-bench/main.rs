@@ -3,6 +3,8 @@
 //! af_xdp, tap, ...), with where each run's time went. See benches/README.md, "Uplink
 //! kinds".
 
+#[path = "../../paths.rs"]
+mod paths;
 #[allow(dead_code)]
 #[path = "../../proc.rs"]
 mod proc;
@@ -17,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
@@ -112,29 +114,6 @@ struct Args {
     /// quiverd binary (default: the one next to this program).
     #[arg(long)]
     quiverd: Option<PathBuf>,
-}
-
-fn utc_stamp() -> String {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
 }
 
 /// A directory removed on drop (the socket).
@@ -929,13 +908,6 @@ fn summary_tsv(samples: &[Sample], kinds: &[Kind]) -> String {
     t
 }
 
-fn default_quiverd() -> PathBuf {
-    std::env::current_exe()
-        .ok()
-        .and_then(|p| p.parent().map(|d| d.join("quiverd")))
-        .unwrap_or_else(|| PathBuf::from("target/release/quiverd"))
-}
-
 fn run(args: Args) -> Result<()> {
     if args.runs == 0 || args.window <= 0.0 || args.warmup < 0.0 || args.queues == 0 {
         bail!(
@@ -959,17 +931,14 @@ fn run(args: Args) -> Result<()> {
     if args.quiverd_cpu == args.sender_cpu {
         bail!("--quiverd-cpu and --sender-cpu must differ");
     }
-    let quiverd = args.quiverd.clone().unwrap_or_else(default_quiverd);
+    let quiverd = args.quiverd.clone().unwrap_or_else(paths::default_quiverd);
     if !quiverd.exists() {
         bail!(
             "{} not found (`cargo build --release -p quiver-quiverd`, or --quiverd)",
             quiverd.display()
         );
     }
-    let out = args
-        .out
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("target/bench-results").join(utc_stamp()));
+    let out = args.out.clone().unwrap_or_else(paths::new_results_dir);
     let log_dir = out.join("logs");
     std::fs::create_dir_all(&log_dir).with_context(|| format!("creating {}", log_dir.display()))?;
     let sock_dir = TempDir(std::env::temp_dir().join(format!("qubench-{}", std::process::id())));
