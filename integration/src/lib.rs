@@ -7,6 +7,7 @@
 pub mod nshost;
 pub mod pingloop;
 pub mod qemu;
+pub mod tcp;
 pub mod testpmd;
 pub mod veth;
 use std::path::{Path, PathBuf};

@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Result};
+use quiver_integration::tcp::{check_tcp, tcp_frame};
 use quiver_integration::veth::{ns_run, VethPair};
 use quiver_integration::{is_root, vnic_all_drops, vnic_total, Quiverd};
 use quiver_testdriver::{DriverConfig, Guest};
@@ -579,54 +580,6 @@ fn reload_reprograms_the_classifier() -> Result<()> {
     Ok(())
 }
 
-fn sum16(data: &[u8], mut acc: u32) -> u32 {
-    for c in data.chunks(2) {
-        let w = if c.len() == 2 {
-            u16::from_be_bytes([c[0], c[1]])
-        } else {
-            u16::from(c[0]) << 8
-        };
-        acc += u32::from(w);
-    }
-    acc
-}
-
-fn fold(mut acc: u32) -> u16 {
-    while acc >> 16 != 0 {
-        acc = (acc & 0xffff) + (acc >> 16);
-    }
-    u16::try_from(acc).unwrap_or(0)
-}
-
-/// An Ethernet/IPv4/TCP frame from MAC1 to `dst` carrying `payload`, its TCP
-/// checksum field holding the pseudo-header sum (CHECKSUM_PARTIAL style).
-fn tcp_frame(dst: [u8; 6], payload: &[u8]) -> Vec<u8> {
-    let mut f = dst.to_vec();
-    f.extend_from_slice(&MAC1);
-    f.extend_from_slice(&[0x08, 0x00]);
-    let total = u16::try_from(40 + payload.len()).unwrap_or(u16::MAX);
-    let mut ip = vec![
-        0x45, 0, 0, 0, 0x12, 0x34, 0x40, 0, 64, 6, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2,
-    ];
-    ip[2..4].copy_from_slice(&total.to_be_bytes());
-    let c = !fold(sum16(&ip, 0));
-    ip[10..12].copy_from_slice(&c.to_be_bytes());
-    f.extend_from_slice(&ip);
-    let mut tcp = vec![0u8; 20];
-    tcp[0..2].copy_from_slice(&40000u16.to_be_bytes());
-    tcp[2..4].copy_from_slice(&5201u16.to_be_bytes());
-    tcp[4..8].copy_from_slice(&1000u32.to_be_bytes());
-    tcp[12] = 5 << 4;
-    tcp[13] = 0x18;
-    tcp[14..16].copy_from_slice(&64240u16.to_be_bytes());
-    let l4_len = u32::try_from(20 + payload.len()).unwrap_or(0);
-    let pseudo = sum16(&[10, 0, 0, 1, 10, 0, 0, 2], 0) + 6 + l4_len;
-    tcp[16..18].copy_from_slice(&fold(pseudo).to_be_bytes());
-    f.extend_from_slice(&tcp);
-    f.extend_from_slice(payload);
-    f
-}
-
 /// AF_XDP carries no virtio_net_hdr: a guest's TSO super-frame leaves as
 /// MSS-sized segments with correct checksums, finished by quiverd.
 #[test]
@@ -678,7 +631,11 @@ fn guest_tso_frames_are_segmented_before_the_wire() -> Result<()> {
         hdr,
         ..quiver_testdriver::TxOpts::default()
     };
-    g1.send_opts(0, &tcp_frame([0x02, 0, 0, 0, 0, 0x55], &data), &opts)?;
+    g1.send_opts(
+        0,
+        &tcp_frame([0x02, 0, 0, 0, 0, 0x55], MAC1, 1000, &data),
+        &opts,
+    )?;
     let out = listener.wait_with_output()?;
     let text = String::from_utf8_lossy(&out.stdout);
     let mut payload = Vec::new();
@@ -692,13 +649,8 @@ fn guest_tso_frames_are_segmented_before_the_wire() -> Result<()> {
             "segment of {} bytes",
             f.len()
         );
-        let ip = &f[14..34];
-        ensure!(fold(sum16(ip, 0)) == 0xffff, "bad IPv4 header checksum");
-        let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
-        let l4 = &f[34..14 + total];
-        let pseudo = sum16(&ip[12..20], 0) + 6 + u32::try_from(l4.len()).unwrap_or(0);
-        ensure!(fold(sum16(l4, pseudo)) == 0xffff, "bad TCP checksum");
-        payload.extend_from_slice(&l4[20..]);
+        let (_, p) = check_tcp(&f)?;
+        payload.extend_from_slice(&p);
         segments += 1;
     }
     ensure!(segments == 14, "{segments} segments: {text}");

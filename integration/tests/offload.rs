@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
+use quiver_integration::tcp::{check_tcp, tcp_frame};
 use quiver_integration::{vnic_all_drops, Quiverd};
 use quiver_testdriver::{DriverConfig, Guest, TxOpts};
 
@@ -29,68 +30,6 @@ name = "vm2"
 socket = "@DIR@/vm2.sock"
 mac = "52:54:00:00:00:02"
 "#;
-
-fn sum16(data: &[u8], mut acc: u32) -> u32 {
-    for c in data.chunks(2) {
-        let w = if c.len() == 2 {
-            u16::from_be_bytes([c[0], c[1]])
-        } else {
-            u16::from(c[0]) << 8
-        };
-        acc += u32::from(w);
-    }
-    acc
-}
-
-fn fold(mut acc: u32) -> u16 {
-    while acc >> 16 != 0 {
-        acc = (acc & 0xffff) + (acc >> 16);
-    }
-    u16::try_from(acc).unwrap_or(0)
-}
-
-/// An Ethernet/IPv4/TCP frame with `payload`, its TCP checksum field holding the
-/// pseudo-header sum (as Linux leaves it for CHECKSUM_PARTIAL).
-fn tcp_frame(payload: &[u8], seq: u32) -> Vec<u8> {
-    let mut f = Vec::new();
-    f.extend_from_slice(&MAC2);
-    f.extend_from_slice(&MAC1);
-    f.extend_from_slice(&[0x08, 0x00]);
-    let total = u16::try_from(20 + 20 + payload.len()).unwrap_or(u16::MAX);
-    let mut ip = vec![
-        0x45, 0, 0, 0, 0x12, 0x34, 0x40, 0, 64, 6, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2,
-    ];
-    ip[2..4].copy_from_slice(&total.to_be_bytes());
-    let c = !fold(sum16(&ip, 0));
-    ip[10..12].copy_from_slice(&c.to_be_bytes());
-    f.extend_from_slice(&ip);
-    let mut tcp = vec![0u8; 20];
-    tcp[0..2].copy_from_slice(&40000u16.to_be_bytes());
-    tcp[2..4].copy_from_slice(&5201u16.to_be_bytes());
-    tcp[4..8].copy_from_slice(&seq.to_be_bytes());
-    tcp[12] = 5 << 4;
-    tcp[13] = 0x18; // PSH|ACK
-    tcp[14..16].copy_from_slice(&64240u16.to_be_bytes());
-    let l4_len = u32::try_from(20 + payload.len()).unwrap_or(0);
-    let pseudo = sum16(&[10, 0, 0, 1, 10, 0, 0, 2], 0) + 6 + l4_len;
-    tcp[16..18].copy_from_slice(&fold(pseudo).to_be_bytes());
-    f.extend_from_slice(&tcp);
-    f.extend_from_slice(payload);
-    f
-}
-
-/// Verifies IPv4 header and TCP checksums of a received frame; returns (seq, payload).
-fn check_tcp(f: &[u8]) -> Result<(u32, Vec<u8>)> {
-    ensure!(f.len() >= 54 && f[12..14] == [0x08, 0x00], "not IPv4");
-    let ip = &f[14..34];
-    ensure!(fold(sum16(ip, 0)) == 0xffff, "bad IPv4 header checksum");
-    let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
-    let l4 = &f[34..14 + total];
-    let pseudo = sum16(&ip[12..20], 0) + 6 + u32::try_from(l4.len()).unwrap_or(0);
-    ensure!(fold(sum16(l4, pseudo)) == 0xffff, "bad TCP checksum");
-    let seq = u32::from_be_bytes([l4[4], l4[5], l4[6], l4[7]]);
-    Ok((seq, l4[20..].to_vec()))
-}
 
 fn hdr(flags: u8, gso_type: u8, hdr_len: u16, gso_size: u16) -> [u8; 12] {
     let mut h = [0u8; 12];
@@ -136,7 +75,7 @@ fn payload(n: usize) -> Vec<u8> {
 #[test]
 fn tso_frame_kept_for_a_tso_guest_and_segmented_for_another() -> Result<()> {
     let data = payload(20_000);
-    let frame = tcp_frame(&data, 1000);
+    let frame = tcp_frame(MAC2, MAC1, 1000, &data);
     let tso = hdr(1, 1, 54, 1448);
     let opts = TxOpts {
         hdr: tso,
@@ -199,7 +138,7 @@ fn partial_checksum_is_completed_for_a_guest_without_guest_csum() -> Result<()> 
     let q = Quiverd::start("csum", CONFIG)?;
     let (mut g1, mut g2) = guests(&q, 0)?;
     let data = payload(999);
-    let frame = tcp_frame(&data, 77);
+    let frame = tcp_frame(MAC2, MAC1, 77, &data);
     g1.send_opts(
         0,
         &frame,
