@@ -124,18 +124,20 @@ pub fn config(kind: Kind, ifname: &str, ns: &str, spec: &QuiverdSpec, socket: &P
 pub fn build(kind: Kind, spec: &QuiverdSpec) -> Result<Topo> {
     let socket = spec.sock_dir.join("vm1.sock");
     let queues = spec.queues.to_string();
+    let start = |cfg: &str| {
+        Quiverd::start(
+            spec.program,
+            spec.cpu,
+            spec.dir,
+            cfg,
+            std::slice::from_ref(&socket),
+        )
+    };
     match kind {
         Kind::Tap => {
             let ns = quiet_namespace("qbt")?;
             let tap = unique_name("qbt");
-            let cfg = config(kind, &tap, ns.name(), spec, &socket);
-            let quiverd = Quiverd::start(
-                spec.program,
-                spec.cpu,
-                spec.dir,
-                &cfg,
-                std::slice::from_ref(&socket),
-            )?;
+            let quiverd = start(&config(kind, &tap, ns.name(), spec, &socket))?;
             ns_run(ns.name(), &["ip", "link", "set", &tap, "up"])?;
             let n = ns.name().to_owned();
             Ok(Topo {
@@ -177,14 +179,7 @@ pub fn build(kind: Kind, spec: &QuiverdSpec) -> Result<Topo> {
             ns_run(hns.name(), &["ip", "link", "set", &a, "netns", qns.name()])?;
             ns_run(qns.name(), &["ip", "link", "set", &a, "up"])?;
             ns_run(hns.name(), &["ip", "link", "set", &b, "up"])?;
-            let cfg = config(kind, &a, qns.name(), spec, &socket);
-            let quiverd = Quiverd::start(
-                spec.program,
-                spec.cpu,
-                spec.dir,
-                &cfg,
-                std::slice::from_ref(&socket),
-            )?;
+            let quiverd = start(&config(kind, &a, qns.name(), spec, &socket))?;
             // The veth pair is up once both ends are; give the carrier a moment.
             std::thread::sleep(Duration::from_millis(200));
             let (q, h) = (qns.name().to_owned(), hns.name().to_owned());

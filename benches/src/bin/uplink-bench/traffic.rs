@@ -5,7 +5,7 @@
 
 use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -263,6 +263,20 @@ pub fn start_sender(
     })
 }
 
+/// A testdriver front-end on the VNIC's socket (queue size 1024, the VNIC's MAC).
+fn connect_guest(socket: &Path) -> Result<Guest> {
+    Guest::connect(
+        socket,
+        DriverConfig {
+            mac: VNIC_MAC,
+            queue_size: 1024,
+            ..DriverConfig::default()
+        },
+        Duration::from_secs(5),
+    )
+    .with_context(|| format!("guest connecting to {}", socket.display()))
+}
+
 /// Starts the receiving guest: a testdriver front-end on `socket` (queue size 1024,
 /// mergeable RX buffers) that takes every frame off its RX ring, counting them in
 /// `received`, until stopped. `cpu`: where it runs (None: wherever the scheduler puts
@@ -276,16 +290,7 @@ pub fn start_guest(
         if let Some(cpu) = cpu {
             pin_thread(cpu)?;
         }
-        let mut g = Guest::connect(
-            &socket,
-            DriverConfig {
-                mac: VNIC_MAC,
-                queue_size: 1024,
-                ..DriverConfig::default()
-            },
-            Duration::from_secs(5),
-        )
-        .with_context(|| format!("guest connecting to {}", socket.display()))?;
+        let mut g = connect_guest(&socket)?;
         ready(gettid());
         let mut n = 0u64;
         while !stop.load(Ordering::Relaxed) {
@@ -311,16 +316,7 @@ pub fn start_guest_sender(
 ) -> Result<Worker> {
     spawn_worker("guest-tx", move |stop, ready| {
         pin_thread(cpu)?;
-        let mut g = Guest::connect(
-            &socket,
-            DriverConfig {
-                mac: VNIC_MAC,
-                queue_size: 1024,
-                ..DriverConfig::default()
-            },
-            Duration::from_secs(5),
-        )
-        .with_context(|| format!("guest connecting to {}", socket.display()))?;
+        let mut g = connect_guest(&socket)?;
         let frames: Vec<Vec<u8>> = (0..BURST)
             .map(|i| {
                 let sport = 20_000 + u16::try_from(i).unwrap_or(0);
