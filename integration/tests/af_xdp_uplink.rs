@@ -5,10 +5,11 @@
 //!
 //! - frames from the host reach the VNIC owning their destination MAC (+VLAN), none
 //!   misclassified, counted per VNIC and per uplink queue; broadcast reaches every
-//!   VNIC of the VLAN through the group socket; tagged frames are classified per VLAN. vm1 and vm3 hold a
-//!   ring (`rings = 1`): the classifier redirects their frames to sockets of their
-//!   own, read by their own workers ("xdp" path); vm2 is served from the shared
-//!   sockets by the uplink's pollers ("software" path);
+//!   VNIC of the VLAN through the group socket; tagged frames are classified per
+//!   VLAN. vm1 and vm3 hold a ring (`rings = 1`): the classifier redirects their
+//!   frames to sockets of their own, read by their own workers ("xdp" path; vm3's
+//!   with a busy poll); vm2 is served from the shared sockets by the uplink's
+//!   pollers ("software" path);
 //! - frames for other MACs and broadcasts still reach the kernel (XDP_PASS): the
 //!   host pings the quiverd-side interface's own address, resolving it with ARP;
 //! - guest TX reaches the host namespace;
@@ -81,7 +82,7 @@ fn config(a: &str, qns: &str) -> String {
         "[[uplink]]\nname = \"up0\"\nkind = \"af_xdp\"\nifname = \"{a}\"\nqueues = 4\nnetns = \"{qns}\"\n\n\
          [[vnic]]\nname = \"vm1\"\nsocket = \"@DIR@/vm1.sock\"\nmac = \"52:54:00:00:00:01\"\nuplink = \"up0\"\nrings = 1\n\n\
          [[vnic]]\nname = \"vm2\"\nsocket = \"@DIR@/vm2.sock\"\nmac = \"52:54:00:00:00:02\"\nuplink = \"up0\"\n\n\
-         [[vnic]]\nname = \"vm3\"\nsocket = \"@DIR@/vm3.sock\"\nmac = \"52:54:00:00:00:03\"\nuplink = \"up0\"\nvlan = 100\nrings = 1\n"
+         [[vnic]]\nname = \"vm3\"\nsocket = \"@DIR@/vm3.sock\"\nmac = \"52:54:00:00:00:03\"\nuplink = \"up0\"\nvlan = 100\nrings = 1\nbusy_poll_us = 50\n"
     )
 }
 

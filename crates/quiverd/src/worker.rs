@@ -34,7 +34,6 @@ use crate::vnic::{Conn, Vnic};
 use crate::vq;
 use crate::vring::Vring;
 use crate::warn_limited;
-use quiver_uplink::WireFrame;
 
 /// TX chains taken per burst.
 pub const BURST: usize = 64;
@@ -65,8 +64,9 @@ pub struct Worker {
     deadline_at: Option<Instant>,
     /// How long an emptied TX ring is polled before the worker sleeps (0 = never).
     busy_poll: Duration,
-    /// Uplink queues sent to in this burst, flushed at its end.
-    unflushed: ArrayVec<(UplinkId, usize), 4>,
+    /// The uplink queue this burst sent to, flushed at its end. A worker sends to
+    /// one: its VNIC's uplink, queue `pair % queues`.
+    unflushed: Option<(UplinkId, usize)>,
 }
 
 impl Worker {
@@ -85,7 +85,7 @@ impl Worker {
             timer,
             deadline_at: None,
             busy_poll,
-            unflushed: ArrayVec::new(),
+            unflushed: None,
         }
     }
 
@@ -293,12 +293,7 @@ impl Worker {
         let mut bursts = 0;
         while bursts < BURSTS {
             let taken = path.rx.recv_burst(uplink_rx::BURST, &mut |frames| {
-                let wire: ArrayVec<WireFrame<'_>, { uplink_rx::BURST }> = frames
-                    .iter()
-                    .take(uplink_rx::BURST)
-                    .map(|data| WireFrame { hdr: [0; 12], data })
-                    .collect();
-                uplink_rx::deliver_burst(up, q, pair, fabric, &wire);
+                uplink_rx::deliver_burst(up, q, pair, fabric, frames);
             });
             match taken {
                 Ok(0) => {
@@ -425,21 +420,25 @@ impl Worker {
         (packets, bytes)
     }
 
-    /// Has the uplink queues this burst sent to transmit what they queued.
+    /// Has the uplink queue this burst sent to transmit what it queued.
     fn flush_uplinks(&mut self, vnic: &Vnic, view: &FabricView) {
-        for (u, qi) in std::mem::take(&mut self.unflushed) {
-            let Some(up) = view.uplink(u) else { continue };
-            let Some(queue) = up.dev.queue(qi) else {
-                continue;
-            };
-            if let Err(e) = queue.flush() {
-                warn_limited!(
-                    self.log,
-                    "{}: uplink {} flush failed: {e}",
-                    vnic.cfg.name,
-                    up.cfg.name
-                );
-            }
+        if let Some(target) = self.unflushed.take() {
+            self.flush_uplink(vnic, view, target);
+        }
+    }
+
+    fn flush_uplink(&mut self, vnic: &Vnic, view: &FabricView, (u, qi): (UplinkId, usize)) {
+        let Some(up) = view.uplink(u) else { return };
+        let Some(queue) = up.dev.queue(qi) else {
+            return;
+        };
+        if let Err(e) = queue.flush() {
+            warn_limited!(
+                self.log,
+                "{}: uplink {} flush failed: {e}",
+                vnic.cfg.name,
+                up.cfg.name
+            );
         }
     }
 
@@ -483,9 +482,9 @@ impl Worker {
         } else {
             deliver::to_plain_uplink(queue, item, tag)
         };
-        if !self.unflushed.contains(&(u, qi)) && self.unflushed.try_push((u, qi)).is_err() {
-            // More uplink queues in one burst than tracked: flush this one now.
-            let _ = queue.flush();
+        // Should another queue come up mid-burst, the previous one is flushed now.
+        if let Some(prev) = self.unflushed.replace((u, qi)).filter(|p| *p != (u, qi)) {
+            self.flush_uplink(vnic, view, prev);
         }
         match sent {
             Ok(n) => up.counters[qi].add_tx(1, n.saturating_sub(12) as u64),

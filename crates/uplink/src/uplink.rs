@@ -92,12 +92,12 @@ pub trait DedicatedRx: Send + Sync {
     /// Readable while frames are waiting (for the worker's epoll).
     fn fd(&self) -> RawFd;
 
-    /// Takes up to `max` waiting frames and hands them to `f` in one call, each
-    /// as the Ethernet frame (no virtio_net_hdr: the kinds that dedicate carry
-    /// no offload info). The slices are valid during the call only; their
-    /// buffers go back to the queue's pool when `f` returns. Returns how many
-    /// frames were taken (0 when none was waiting).
-    fn recv_burst(&self, max: usize, f: &mut dyn FnMut(&[&[u8]])) -> io::Result<usize>;
+    /// Takes up to `max` waiting frames and hands them to `f` in one call, where
+    /// they lie (the kinds that dedicate carry no offload info: the headers are
+    /// zero). The frames are valid during the call only; their buffers go back to
+    /// the queue's pool when `f` returns. Returns how many frames were taken (0
+    /// when none was waiting).
+    fn recv_burst(&self, max: usize, f: &mut dyn FnMut(&[WireFrame<'_>])) -> io::Result<usize>;
 }
 
 /// The physical side of the switch: a NIC (or TAP / veth for tests) with a

@@ -31,7 +31,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::uplink::VNET_HDR_LEN;
+use crate::uplink::{WireFrame, VNET_HDR_LEN};
 use sys::{Mmap, MmapOffsets, RingOffset, RingOpt, SockaddrXdp, UmemReg, XdpDesc};
 
 pub(crate) use sys::{bpf_map_delete_u32, rx_queue_count};
@@ -594,7 +594,7 @@ impl Xsk {
     /// The shared socket's frames a burst at a time, as [`XskRx::recv_burst`]
     /// (what `recv` still holds goes back first). Wakes the kernel when idle
     /// if the fill ring asks for it.
-    pub(crate) fn recv_burst(&self, max: usize, f: &mut dyn FnMut(&[&[u8]])) -> usize {
+    pub(crate) fn recv_burst(&self, max: usize, f: &mut dyn FnMut(&[WireFrame<'_>])) -> usize {
         let mut side = lock(&self.rx);
         let side = &mut *side;
         if side.unreleased > 0 {
@@ -767,7 +767,7 @@ fn take_burst(
     rx: &mut Ring<XdpDesc>,
     kick: BorrowedFd<'_>,
     max: usize,
-    f: &mut dyn FnMut(&[&[u8]]),
+    f: &mut dyn FnMut(&[WireFrame<'_>]),
 ) -> usize {
     let want = u32::try_from(max.min(MAX_BURST)).unwrap_or(0);
     let n = rx.available().min(want);
@@ -780,7 +780,11 @@ fn take_burst(
         chunks: [0; MAX_BURST],
         len: 0,
     };
-    let mut frames: [&[u8]; MAX_BURST] = [&[]; MAX_BURST];
+    // No offload info crosses AF_XDP: every header is zero.
+    let mut frames = [WireFrame {
+        hdr: [0; VNET_HDR_LEN],
+        data: &[],
+    }; MAX_BURST];
     let mut good = 0;
     for _ in 0..n {
         let desc = rx.take();
@@ -789,7 +793,7 @@ fn take_burst(
             taken.len += 1;
         }
         if let Some(frame) = owner.rx_frame(desc) {
-            frames[good] = frame;
+            frames[good].data = frame;
             good += 1;
         } else {
             log::trace!(
@@ -815,7 +819,7 @@ impl XskRx {
     /// Takes up to `max` (at most [`MAX_BURST`]) received frames and hands
     /// them to `f` at once; their chunks go back to the fill ring in one batch
     /// when `f` returns. Returns the number of frames handed to `f`.
-    pub(crate) fn recv_burst(&self, max: usize, f: &mut dyn FnMut(&[&[u8]])) -> usize {
+    pub(crate) fn recv_burst(&self, max: usize, f: &mut dyn FnMut(&[WireFrame<'_>])) -> usize {
         let mut rx = lock(&self.rx);
         take_burst(&self.owner, &mut rx, self.fd.as_fd(), max, f)
     }

@@ -12,7 +12,7 @@ use super::{
     IN_FLIGHT_GRACE, MAX_DEDICATED,
 };
 use crate::netns;
-use crate::uplink::DedicatedRx;
+use crate::uplink::{DedicatedRx, WireFrame};
 use crate::xsk::XskRx;
 
 impl AfXdp {
@@ -155,7 +155,7 @@ impl DedicatedRx for AfXdpDedicated {
     }
 
     /// At most [`crate::xsk::MAX_BURST`] (256) frames per call.
-    fn recv_burst(&self, max: usize, f: &mut dyn FnMut(&[&[u8]])) -> io::Result<usize> {
+    fn recv_burst(&self, max: usize, f: &mut dyn FnMut(&[WireFrame<'_>])) -> io::Result<usize> {
         Ok(self.rx.recv_burst(max, f))
     }
 }

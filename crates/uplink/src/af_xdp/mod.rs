@@ -48,9 +48,8 @@ use aya::{Ebpf, EbpfError, EbpfLoader};
 use crate::netns::{self, NetnsError};
 use crate::uplink::{
     Capabilities, DedicatedRx, Uplink, UplinkError, UplinkKind, UplinkQueue, WireFrame,
-    VNET_HDR_LEN,
 };
-use crate::xsk::{BindMode, Xsk, XskError, XskRx, XskTarget, MAX_BURST};
+use crate::xsk::{BindMode, Xsk, XskError, XskRx, XskTarget};
 
 mod dedicated;
 mod group;
@@ -267,17 +266,7 @@ impl UplinkQueue for AfXdpQueue {
         let QueueSocket::Xsk(xsk) = &self.socket else {
             return None;
         };
-        let n = xsk.recv_burst(max.min(MAX_BURST), &mut |frames| {
-            let mut burst = [WireFrame {
-                hdr: [0; VNET_HDR_LEN],
-                data: &[],
-            }; MAX_BURST];
-            for (slot, data) in burst.iter_mut().zip(frames) {
-                slot.data = data;
-            }
-            f(&burst[..frames.len().min(MAX_BURST)]);
-        });
-        Some(Ok(n))
+        Some(Ok(xsk.recv_burst(max, f)))
     }
 
     /// Sends the frame without its virtio_net_hdr (AF_XDP cannot carry one).

@@ -378,8 +378,9 @@ fn recv_dedicated(set: &[Box<dyn DedicatedRx>], want: usize, max: usize) -> Vec<
                 .recv_burst(max, &mut |frames| {
                     assert!(frames.len() <= max);
                     for f in frames {
-                        if f[6..12] == SRC {
-                            got.push(f.to_vec());
+                        assert_eq!(f.hdr, [0; VNET_HDR_LEN]);
+                        if f.data[6..12] == SRC {
+                            got.push(f.data.to_vec());
                         }
                     }
                 })
