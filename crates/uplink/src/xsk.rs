@@ -51,10 +51,6 @@ pub(crate) const FRAMES: usize = 4096;
 /// Entries per ring: each side's frames fit in its rings exactly.
 const RING_SIZE: u32 = 2048;
 const _: () = assert!(RING_SIZE as usize * 2 == FRAMES);
-/// Fill-ring entries handed back to the kernel at once by `Xsk::recv`.
-const FILL_BATCH: usize = 32;
-/// RX slots `Xsk::recv` takes before it hands them back, at the latest.
-const RX_RELEASE_BATCH: u32 = 64;
 /// Most frames one [`XskRx::recv_burst`] takes (its scratch arrays live on
 /// the stack).
 pub(crate) const MAX_BURST: usize = 256;
@@ -208,11 +204,6 @@ impl<T: Copy> Ring<T> {
         self.cached_prod.wrapping_sub(self.cached_cons)
     }
 
-    /// Entries known to be ready without reading the kernel's index again.
-    fn cached(&self) -> u32 {
-        self.cached_prod.wrapping_sub(self.cached_cons)
-    }
-
     /// Reads the next entry; the caller checked `available`.
     fn take(&mut self) -> T {
         // SAFETY: the slot is inside the mapping (see `slot`), and the Acquire
@@ -227,15 +218,6 @@ impl<T: Copy> Ring<T> {
     fn release(&self) {
         self.consumer().store(self.cached_cons, Ordering::Release);
     }
-}
-
-/// The shared socket's RX ring and what its reader holds back from the kernel.
-struct RxSide {
-    rx: Ring<XdpDesc>,
-    /// Slots taken but not yet handed back (`Ring::release`).
-    unreleased: u32,
-    /// Chunks copied out, waiting to go back to the fill ring in one batch.
-    done: Vec<u64>,
 }
 
 struct TxSide {
@@ -264,7 +246,7 @@ pub(crate) struct XskTarget {
 /// An AF_XDP socket bound to one queue of one interface, with its own UMEM.
 pub(crate) struct Xsk {
     // Field order = drop order: rings and socket before the UMEM they use.
-    rx: Mutex<RxSide>,
+    rx: Mutex<Ring<XdpDesc>>,
     /// The queue's fill ring: every socket of the queue takes its frames from
     /// it, and every reader gives them back here.
     fill: Mutex<Ring<u64>>,
@@ -378,7 +360,10 @@ impl Xsk {
 
     /// Registers the UMEM and maps the four rings of a fresh socket; fills
     /// the fill ring with every receive frame.
-    fn setup(fd: BorrowedFd<'_>, umem: &Mmap) -> Result<(RxSide, Ring<u64>, TxSide), XskError> {
+    fn setup(
+        fd: BorrowedFd<'_>,
+        umem: &Mmap,
+    ) -> Result<(Ring<XdpDesc>, Ring<u64>, TxSide), XskError> {
         let reg = UmemReg {
             addr: umem.as_ptr() as u64,
             len: umem.len() as u64,
@@ -410,11 +395,7 @@ impl Xsk {
         fill.submit();
         let free = (half..FRAMES).map(|i| (i * FRAME_SIZE) as u64).collect();
         Ok((
-            RxSide {
-                rx,
-                unreleased: 0,
-                done: Vec::with_capacity(FILL_BATCH),
-            },
+            rx,
             fill,
             TxSide {
                 tx,
@@ -531,81 +512,28 @@ impl Xsk {
 
     /// Takes one received frame: a zeroed virtio_net_hdr then the frame go to
     /// `buf` (a frame longer than `buf` has room for is cut short, like a TAP
-    /// read), and the frame's UMEM slot goes back to the fill ring (batched:
-    /// [`FILL_BATCH`] at once, or all that are held when the ring runs dry).
+    /// read), and the frame's UMEM chunk goes straight back to the fill ring.
+    /// quiverd reads bursts (`recv_burst`); this is for one-frame readers.
     pub(crate) fn recv(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
-        let mut side = lock(&self.rx);
-        let side = &mut *side;
-        if side.rx.available() == 0 {
-            // Idle: hand back what is still held before sleeping in poll.
-            if side.unreleased > 0 {
-                side.rx.release();
-                side.unreleased = 0;
-            }
-            if !side.done.is_empty() || self.need_wakeup {
-                self.refill(&side.done, self.fd.as_fd());
-                side.done.clear();
-            }
-            return Ok(None);
-        }
-        let desc = side.rx.take();
-        side.unreleased += 1;
-        // The descriptor is copied out: its slot can go back whenever. Do it
-        // once per batch the kernel published, or sooner on a long one.
-        if side.rx.cached() == 0 || side.unreleased >= RX_RELEASE_BATCH {
-            side.rx.release();
-            side.unreleased = 0;
-        }
-        let len = desc.len as usize;
-        let copied = match (buf.get_mut(..VNET_HDR_LEN), self.frame_ptr(desc.addr, len)) {
-            (Some(hdr), Some(src)) => {
-                hdr.fill(0);
-                let n = len.min(buf.len() - VNET_HDR_LEN);
-                // SAFETY: `src..src+len` lies inside the UMEM (frame_ptr), and
-                // this frame is ours until it goes back to the fill ring below,
-                // so the kernel does not write it meanwhile; `buf` has room for
-                // `n` bytes after the header, and the two never overlap.
-                unsafe {
-                    std::ptr::copy_nonoverlapping(src, buf.as_mut_ptr().add(VNET_HDR_LEN), n)
-                };
-                Some(VNET_HDR_LEN + n)
-            }
-            _ => None,
+        let Some(room) = buf.len().checked_sub(VNET_HDR_LEN) else {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
         };
-        // Back to the fill ring: the chunk's start (in aligned mode the kernel
-        // masks the address anyway).
-        if let Some(chunk) = Self::rx_chunk(desc.addr) {
-            side.done.push(chunk);
-        }
-        if side.done.len() >= FILL_BATCH {
-            self.refill(&side.done, self.fd.as_fd());
-            side.done.clear();
-        }
-        match copied {
-            Some(n) => Ok(Some(n)),
-            None if buf.len() < VNET_HDR_LEN => Err(io::Error::from_raw_os_error(libc::EINVAL)),
-            None => Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "AF_XDP RX descriptor outside the UMEM",
-            )),
-        }
+        let mut copied = 0;
+        let n = self.recv_burst(1, &mut |frames| {
+            if let Some(f) = frames.first() {
+                copied = f.data.len().min(room);
+                buf[..VNET_HDR_LEN].copy_from_slice(&f.hdr);
+                buf[VNET_HDR_LEN..VNET_HDR_LEN + copied].copy_from_slice(&f.data[..copied]);
+            }
+        });
+        Ok((n > 0).then_some(VNET_HDR_LEN + copied))
     }
 
-    /// The shared socket's frames a burst at a time, as [`XskRx::recv_burst`]
-    /// (what `recv` still holds goes back first). Wakes the kernel when idle
-    /// if the fill ring asks for it.
+    /// The shared socket's frames a burst at a time, as [`XskRx::recv_burst`].
+    /// Wakes the kernel when idle if the fill ring asks for it.
     pub(crate) fn recv_burst(&self, max: usize, f: &mut dyn FnMut(&[WireFrame<'_>])) -> usize {
-        let mut side = lock(&self.rx);
-        let side = &mut *side;
-        if side.unreleased > 0 {
-            side.rx.release();
-            side.unreleased = 0;
-        }
-        if !side.done.is_empty() {
-            self.refill(&side.done, self.fd.as_fd());
-            side.done.clear();
-        }
-        let n = take_burst(self, &mut side.rx, self.fd.as_fd(), max, f);
+        let mut rx = lock(&self.rx);
+        let n = take_burst(self, &mut rx, self.fd.as_fd(), max, f);
         if n == 0 && self.need_wakeup {
             self.refill(&[], self.fd.as_fd());
         }
